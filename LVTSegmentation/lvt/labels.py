@@ -1,0 +1,117 @@
+"""The three LVT classes: names, colours, SNOMED terminology, output priority and the anatomical hierarchy.
+
+Channel order everywhere in the core is (liver, vessel, tumor). The exclusive label map uses
+0 background, 1 liver parenchyma, 2 vessel, 3 tumor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LIVER, VESSEL, TUMOR = 0, 1, 2
+CLASS_KEYS: tuple[str, str, str] = ("liver", "vessel", "tumor")
+NUM_CLASSES = 3
+
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+_SCT_LIVER = ("SCT", "10200004", "Liver")
+_SCT_ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
+_SCT_ALTERED_STRUCTURE = ("SCT", "49755003", "Morphologically Altered Structure")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """How one class is shown to a user: segment name, label value, colour and terminology codes."""
+
+    key: str
+    channel: int
+    segment_name: str
+    label_value: int
+    color_rgb: tuple[int, int, int]
+    category: tuple[str, str, str]
+    type: tuple[str, str, str]
+    anatomic_region: tuple[str, str, str] | None
+
+    @property
+    def color_float(self) -> tuple[float, float, float]:
+        return tuple(c / 255.0 for c in self.color_rgb)  # type: ignore[return-value]
+
+    def terminology_entry(self) -> str:
+        """The Slicer terminology string (context~category~type~modifier~anatomic context~region~modifier)."""
+        region = "^".join(self.anatomic_region) if self.anatomic_region else "^^"
+        return (
+            f"{TERMINOLOGY_CONTEXT}~{'^'.join(self.category)}~{'^'.join(self.type)}~^^"
+            f"~{ANATOMIC_CONTEXT}~{region}~^^"
+        )
+
+    def terminology_dict(self) -> dict:
+        """The same codes in the dictionary form used by ``slicerio``."""
+        entry: dict = {
+            "contextName": TERMINOLOGY_CONTEXT,
+            "category": list(self.category),
+            "type": list(self.type),
+        }
+        if self.anatomic_region:
+            entry["anatomicContextName"] = ANATOMIC_CONTEXT
+            entry["anatomicRegion"] = list(self.anatomic_region)
+        return entry
+
+
+STRUCTURES: tuple[Structure, Structure, Structure] = (
+    Structure("liver", LIVER, "Liver", 1, (221, 130, 101), _SCT_ANATOMICAL_STRUCTURE, _SCT_LIVER, None),
+    Structure(
+        "vessel", VESSEL, "Vessels", 2, (0, 151, 206), _SCT_ANATOMICAL_STRUCTURE,
+        ("SCT", "59820001", "Blood vessel"), _SCT_LIVER,
+    ),
+    Structure(
+        "tumor", TUMOR, "Tumors", 3, (144, 238, 144), _SCT_ALTERED_STRUCTURE,
+        ("SCT", "108369006", "Neoplasm"), _SCT_LIVER,
+    ),
+)
+
+# Output priority for exclusive labels: tumor > vessel > liver > background (METHOD.md, Inference).
+PRIORITY_HIGH_TO_LOW: tuple[int, int, int] = (TUMOR, VESSEL, LIVER)
+
+
+def apply_hierarchy(masks: np.ndarray) -> np.ndarray:
+    """Make per-class masks multi-hot: vessel and tumor voxels are also liver.
+
+    Args:
+        masks: (3, Z, Y, X) bool or 0/1 array in channel order (liver, vessel, tumor).
+
+    Returns:
+        A new (3, Z, Y, X) bool array with liver |= vessel | tumor.
+    """
+    out = masks.astype(bool, copy=True)
+    out[LIVER] |= out[VESSEL] | out[TUMOR]
+    return out
+
+
+def exclusive_labels(masks: np.ndarray) -> np.ndarray:
+    """Exclusive label map from per-class masks by priority tumor > vessel > liver.
+
+    Args:
+        masks: (3, Z, Y, X) bool array (multi-hot or not), channel order (liver, vessel, tumor).
+
+    Returns:
+        (Z, Y, X) uint8 map: 0 background, 1 liver parenchyma, 2 vessel, 3 tumor.
+    """
+    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for channel in reversed(PRIORITY_HIGH_TO_LOW):
+        labels[masks[channel].astype(bool)] = STRUCTURES[channel].label_value
+    return labels
+
+
+def masks_from_labels(labels: np.ndarray) -> np.ndarray:
+    """Multi-hot masks (hierarchy applied) from an exclusive label map (0..3)."""
+    masks = np.stack([labels == s.label_value for s in STRUCTURES])
+    return apply_hierarchy(masks)
+
+
+def exclusive_masks(masks: np.ndarray) -> np.ndarray:
+    """One-hot exclusive masks (liver parenchyma, vessel, tumor) from per-class masks, by priority."""
+    labels = exclusive_labels(masks)
+    return np.stack([labels == s.label_value for s in STRUCTURES])

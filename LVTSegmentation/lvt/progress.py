@@ -1,0 +1,42 @@
+"""Progress reporting and cancellation, passed into long core calls as plain parameters.
+
+The core never prints: it calls ``progress`` and checks ``cancel``; the CLI renders a bar or JSON
+lines and the Slicer module maps the same events to its progress bar.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lvt.errors import CancelledError
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event: ``done`` of ``total`` units of work in ``stage``."""
+
+    stage: str
+    done: float
+    total: float
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, max(0.0, self.done / self.total))
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def report(progress: ProgressCallback | None, stage: str, done: float, total: float, message: str = "") -> None:
+    """Send a progress event if anybody listens."""
+    if progress is not None:
+        progress(Progress(stage, done, total, message))
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`CancelledError` when the cancel event is set; call between units of work."""
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("cancelled by the user")
