@@ -1,0 +1,106 @@
+"""From class probabilities to clean exclusive labels.
+
+Threshold 0.5, exclusive labels by priority tumor > vessel > liver, the largest connected liver
+component with its holes filled, vessels and tumors kept only inside or touching the liver, and
+tumors below a volume floor dropped (and reported) as too small to trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from lvt.image import Image
+from lvt.labels import LIVER, TUMOR, VESSEL, exclusive_labels
+
+THRESHOLD = 0.5
+_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Clean-up options; volumes in mL."""
+
+    keep_largest_liver_component: bool = True
+    fill_liver_holes: bool = True
+    min_tumor_volume_ml: float = 0.05
+    vessel_margin_voxels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.min_tumor_volume_ml < 0 or self.vessel_margin_voxels < 0:
+            raise ValueError("min_tumor_volume_ml and vessel_margin_voxels must be >= 0")
+
+
+@dataclass
+class PostprocessResult:
+    """Exclusive labels (0..3) and what the clean-up removed."""
+
+    labels: np.ndarray
+    dropped_tumors: list[dict] = field(default_factory=list)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a boolean mask (empty stays empty)."""
+    components, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
+def _keep_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Components of ``mask`` that overlap ``region``."""
+    components, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    if count == 0:
+        return mask.astype(bool)
+    touching = np.unique(components[region & (components > 0)])
+    return np.isin(components, touching[touching > 0])
+
+
+def clean_masks(probabilities: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Thresholded, anatomically consistent (3, Z, Y, X) bool masks (liver = whole liver)."""
+    masks = probabilities > THRESHOLD
+    liver_core = masks[LIVER] | masks[TUMOR]
+    if config.keep_largest_liver_component and liver_core.any():
+        liver_core = largest_component(liver_core)
+    if config.fill_liver_holes:
+        liver_core = ndimage.binary_fill_holes(liver_core)
+    near_liver = ndimage.binary_dilation(liver_core, _CONNECTIVITY_26, iterations=config.vessel_margin_voxels) \
+        if config.vessel_margin_voxels else liver_core
+    tumor = _keep_touching(masks[TUMOR], liver_core)
+    vessel = masks[VESSEL] & near_liver
+    return np.stack([liver_core | vessel | tumor, vessel, tumor])
+
+
+def drop_small_tumors(labels: np.ndarray, grid: Image, min_volume_ml: float) -> list[dict]:
+    """Relabel tumor components below ``min_volume_ml`` as liver parenchyma, in place; report them."""
+    tumor_label = 3
+    components, count = ndimage.label(labels == tumor_label, structure=_CONNECTIVITY_26)
+    if count == 0 or min_volume_ml <= 0:
+        return []
+    sizes = np.bincount(components.ravel())
+    dropped = []
+    for index in np.nonzero(sizes * grid.voxel_volume_ml < min_volume_ml)[0]:
+        if index == 0:
+            continue
+        voxels = components == index
+        centroid_kji = np.argwhere(voxels).mean(axis=0)
+        dropped.append({"volume_ml": float(sizes[index] * grid.voxel_volume_ml),
+                        "centroid_lps_mm": grid.ijk_to_lps(centroid_kji[::-1])[0].round(2).tolist()})
+        labels[voxels] = 1
+    return dropped
+
+
+def postprocess(probabilities: np.ndarray, grid: Image, config: PostprocessConfig | None = None) -> PostprocessResult:
+    """Exclusive labels on ``grid`` from (3, Z, Y, X) probabilities on the same grid.
+
+    Returns:
+        Labels 0 background, 1 liver parenchyma, 2 vessel, 3 tumor, and the dropped tumors.
+    """
+    config = config or PostprocessConfig()
+    labels = exclusive_labels(clean_masks(probabilities, config))
+    dropped = drop_small_tumors(labels, grid, config.min_tumor_volume_ml)
+    return PostprocessResult(labels, dropped)
