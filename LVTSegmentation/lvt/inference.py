@@ -179,7 +179,7 @@ class Predictor:
         logits = np.zeros((out_channels, *padded.shape), dtype=np.float32)
         weights = np.zeros(padded.shape, dtype=np.float32)
         gaussian = gaussian_importance_map(patch)
-        gaussian_device = torch.from_numpy(np.ascontiguousarray(gaussian)).to(device)
+        gaussian_device = torch.tensor(gaussian, device=device)
         batch = self.config.windows_per_batch
         for first in range(0, len(keep), batch):
             check_cancel(cancel)

@@ -81,11 +81,15 @@ def _norm(norm: NormName, channels: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Sequential):
-    """3x3x3 convolution, normalisation, LeakyReLU."""
+    """3x3x3 convolution, normalisation, LeakyReLU.
+
+    The convolution has no bias: the normalisation right after it would cancel it, leaving a
+    parameter whose gradient is pure rounding noise (which Adam would amplify).
+    """
 
     def __init__(self, in_ch: int, out_ch: int, norm: NormName, stride: int = 1) -> None:
         super().__init__(
-            nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1, bias=True),
+            nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
             _norm(norm, out_ch),
             nn.LeakyReLU(0.01, inplace=True),
         )
@@ -97,7 +101,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, norm: NormName, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(in_ch, out_ch, norm, stride)
-        self.conv2 = nn.Sequential(nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=True), _norm(norm, out_ch))
+        self.conv2 = nn.Sequential(nn.Conv3d(out_ch, out_ch, 3, padding=1, bias=False), _norm(norm, out_ch))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=stride, bias=False), _norm(norm, out_ch))

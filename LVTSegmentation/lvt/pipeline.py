@@ -106,3 +106,172 @@ def atomic_output_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
         os.replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How ``lvt segment`` runs: model, device, TTA, clean-up and which outputs to write."""
+
+    model_path: Path | None = None
+    device: str = "auto"
+    use_tta: bool = False
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    series_uid: str | None = None
+    allow_non_ct: bool = False
+    overwrite: bool = False
+    write_surfaces: bool = True
+
+    @classmethod
+    def from_args(cls, args: object) -> SegmentOptions:
+        """Options from parsed ``lvt`` arguments (missing ones keep their defaults)."""
+        get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+        return cls(
+            model_path=get("model"), device=get("device", "auto"), use_tta=bool(get("tta", False)),
+            postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05)),
+            series_uid=get("series"), allow_non_ct=bool(get("force", False)), overwrite=bool(get("overwrite", False)),
+            write_surfaces=not get("no_surfaces", False),
+        )
+
+
+def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = None) -> tuple[Predictor, list[str]]:
+    """The model named in the options (the bundled one by default) on the requested device.
+
+    Returns:
+        The predictor and any note for the user (e.g. that it fell back to the CPU).
+    """
+    from lvt.checkpoint import bundled_model_path
+    from lvt.inference import SlidingWindowConfig, resolve_device
+
+    device, message = resolve_device(options.device)
+    if message:
+        report(progress, "read", 0, 1, message)
+    path = options.model_path or bundled_model_path()
+    predictor = Predictor.from_file(path, str(device), SlidingWindowConfig(use_tta=options.use_tta))
+    return predictor, [message] if message else []
+
+
+def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
+                  inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
+                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None) -> dict:
+    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``."""
+    from lvt.io import write_image, write_segmentation
+    from lvt.measure import measure_labels
+    from lvt.report import build_report, write_html_report, write_report_json
+
+    report(progress, "measure", 0, 1, "volumes and diameters")
+    write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
+    write_segmentation(labels, folder / "segmentation.seg.nrrd")
+    measurements = measure_labels(labels)
+    report(progress, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
+    check_cancel(cancel)
+    surfaces = None
+    if write_surfaces:
+        from lvt.surfaces import extract_surfaces
+        from lvt.surfaces import write_surfaces as write_surface_files
+
+        report(progress, "surfaces", 0, 1, "3D surfaces")
+        surfaces = extract_surfaces(labels)
+        write_surface_files(surfaces, folder / "surfaces")
+        report(progress, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
+    check_cancel(cancel)
+    report(progress, "report", 0, 1, "report")
+    document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
+                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings)
+    write_html_report(document, ct, labels, surfaces, folder)  # may add a warning: write the JSON after it
+    write_report_json(document, folder / "report.json")
+    report(progress, "report", 1, 1, "done")
+    return document
+
+
+def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> dict:
+    """``lvt segment``: read a CT, segment it, write the complete output folder atomically.
+
+    Returns:
+        The report (as written to report.json).
+    """
+    from lvt.io import read_image
+
+    with atomic_output_folder(out_dir, options.overwrite) as staging:
+        report(progress, "read", 0, 1, f"reading {input_path}")
+        started = time.perf_counter()
+        ct = read_image(input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct)
+        read_seconds = time.perf_counter() - started
+        predictor, notes = load_predictor(options, progress)
+        report(progress, "read", 1, 1, f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
+        result = segment_image(ct, predictor, options.postprocess, progress, cancel)
+        result.timings_s["read"] = round(read_seconds, 3)
+        inference = inference_summary(options, result, notes)
+        return write_outputs(staging, result.labels, ct, input_path=input_path, model=model_summary(predictor),
+                             inference=inference, dropped=result.dropped_tumors,
+                             min_volume_ml=options.postprocess.min_tumor_volume_ml,
+                             write_surfaces=options.write_surfaces, warnings=collect_warnings(options, notes, result),
+                             progress=progress, cancel=cancel)
+
+
+def collect_warnings(options: SegmentOptions, notes: list[str], result: SegmentationResult) -> list[str]:
+    """Device notes are warnings only when the user asked for a device and did not get it."""
+    return (notes if options.device != "auto" else []) + result.window_stats.notes
+
+
+def model_summary(predictor: Predictor) -> dict:
+    manifest = predictor.manifest
+    return {"name": manifest.name, "version": manifest.version, "spacing_mm": list(manifest.spacing_mm),
+            "weights_sha256": manifest.weights_sha256}
+
+
+def inference_summary(options: SegmentOptions, result: SegmentationResult, notes: list[str]) -> dict:
+    stats = result.window_stats
+    return {"device": stats.device, "tta": options.use_tta, "windows_total": stats.windows_total,
+            "windows_computed": stats.windows_computed, "windows_skipped_air": stats.windows_skipped_air,
+            "timings_s": result.timings_s, "notes": notes + stats.notes}
+
+
+def parse_value_map(text: str | None) -> dict[int, int] | None:
+    """'1=1,2=3' -> {1: 1, 2: 3}; None stays None (identity 0..3)."""
+    if not text:
+        return None
+    try:
+        pairs = (item.split("=") for item in text.split(","))
+        return {int(source): int(target) for source, target in pairs}
+    except ValueError as error:
+        raise InputError(None, f"--value-map must look like '1=1,2=3', got {text!r}") from error
+
+
+def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
+                 value_map: dict[int, int] | None = None, overwrite: bool = False, write_surfaces: bool = True,
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> dict:
+    """``lvt measure``: measurements, surfaces and report from an existing (edited) segmentation.
+
+    A Slicer-edited segmentation may be stored cropped: with ``--ct`` it is placed back on the CT
+    grid (nearest neighbour, exact for a crop); without, it is measured on its own grid.
+
+    Raises:
+        InputError: the segmentation does not lie on the CT's grid (other spacing or orientation).
+    """
+    from lvt.geometry import resample_like
+    from lvt.io import read_image, read_segmentation
+
+    with atomic_output_folder(out_dir, overwrite) as staging:
+        report(progress, "read", 0, 1, f"reading {seg_path}")
+        labels = read_segmentation(seg_path, value_map)
+        ct = None
+        if ct_path is not None:
+            ct = read_image(ct_path)
+            _check_on_ct_grid(labels, ct, seg_path, ct_path)
+            labels = resample_like(labels, ct, interpolation="nearest")
+        report(progress, "read", 1, 1, "done")
+        return write_outputs(staging, labels, ct, input_path=seg_path, model=None, inference=None, dropped=[],
+                             min_volume_ml=0.0, write_surfaces=write_surfaces, warnings=[], progress=progress,
+                             cancel=cancel)
+
+
+def _check_on_ct_grid(labels: Image, ct: Image, seg_path: Path, ct_path: Path) -> None:
+    """A segmentation matches a CT when it has its spacing and direction and its voxels fall on the CT's."""
+    offset = ct.lps_to_ijk(np.asarray(labels.origin_lps_mm))[0]
+    aligned = (np.allclose(labels.spacing_mm, ct.spacing_mm, rtol=1e-4)
+               and np.allclose(labels.direction, ct.direction, atol=1e-4)
+               and np.allclose(offset, np.round(offset), atol=1e-3))
+    if not aligned:
+        raise InputError(seg_path, f"segmentation grid does not match the CT {ct_path} (spacing "
+                         f"{labels.spacing_mm} vs {ct.spacing_mm}, or different orientation or voxel positions)")

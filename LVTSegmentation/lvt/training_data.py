@@ -51,25 +51,35 @@ def _seed(text: str) -> int:
 
 
 def build_case(job: _CaseJob) -> str | None:
-    """Cache one case (and its variants). Returns None, or the problem when the case is bad."""
-    try:
-        loaded = load_case(job.ref)
-    except CaseError as error:
-        return error.case_problem
-    hu, masks = to_training_grid(loaded.image, loaded.masks, job.spacing_mm)
-    dataset = job.ref.dataset
-    write_cached_case(job.folders[0], loaded.name, dataset, hu, masks, loaded.annotated, _seed(loaded.name))
-    for variant, folder in enumerate(job.folders[1:]):
-        from lvt.phantom import insert_synthetic_tumors
+    """Cache one case and its variants. Returns None, or the problem when the case is bad.
 
-        name = _variant_name(loaded.name, variant)
-        rng = np.random.default_rng(_seed(name))
-        painted, tumors = insert_synthetic_tumors(Image(hu, job.spacing_mm), masks[0], rng)
-        variant_masks = masks.copy()
-        variant_masks[2] = tumors
-        annotated = (loaded.annotated[0], False, True)
-        write_cached_case(folder, name, f"{dataset}+tumors", painted.array, variant_masks, annotated, _seed(name))
+    Variants are painted into the cached base case, so they never need the original files again.
+    """
+    base_folder, variant_folders = job.folders[0], job.folders[1:]
+    if not is_cached(base_folder):
+        try:
+            loaded = load_case(job.ref)
+        except CaseError as error:
+            return error.case_problem
+        hu, masks = to_training_grid(loaded.image, loaded.masks, job.spacing_mm)
+        write_cached_case(base_folder, loaded.name, job.ref.dataset, hu, masks, loaded.annotated, _seed(loaded.name))
+    base = read_cached_case(base_folder)
+    for variant, folder in enumerate(variant_folders):
+        if not is_cached(folder):
+            _write_tumor_variant(base, _variant_name(base.name, variant), folder, job.spacing_mm)
     return None
+
+
+def _write_tumor_variant(base: CachedCase, name: str, folder: Path, spacing_mm: tuple[float, float, float]) -> None:
+    """A copy of a liver-labelled case with synthetic tumors painted into its liver (weights liver + tumor)."""
+    from lvt.phantom import insert_synthetic_tumors
+
+    masks = base.masks()
+    painted, tumors = insert_synthetic_tumors(Image(np.asarray(base.image, dtype=np.float32), spacing_mm), masks[0],
+                                              np.random.default_rng(_seed(name)))
+    masks[2] = tumors
+    annotated = (base.annotated[0], False, True)
+    write_cached_case(folder, name, f"{base.dataset}+tumors", painted.array, masks, annotated, _seed(name))
 
 
 def _jobs(entry: DatasetEntry, config: TrainingConfig) -> list[_CaseJob]:
