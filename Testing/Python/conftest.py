@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the real data beside the repo, and a tiny model trained here on phantoms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test cleanly when the data is not beside the repo."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) LVT model trained for a few seconds on coarse phantoms; its manifest path."""
+    import torch
+
+    from lvt.training import run_training
+    from lvt.training_config import training_config_from_dict
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    phantoms = {"count": 2, "seed": 21, "spacing_mm": [6.0, 6.0, 6.0]}
+    config = training_config_from_dict({
+        "model_name": "tiny", "output_dir": str(folder / "run"), "spacing_mm": [6.0, 6.0, 6.0],
+        "patch_size_zyx": [32, 32, 32], "batch_size": 2, "steps": 30, "validate_every": 30, "seed": 5,
+        "network": {"features_per_stage": [8, 16, 32], "deep_supervision_levels": 2},
+        "optimizer": {"learning_rate": 0.01, "warmup_steps": 2},
+        "datasets": [{"name": "ph", "kind": "phantom", "annotated": [1, 1, 1], "phantom": phantoms}],
+    }, folder, source="tiny model fixture")
+    torch.manual_seed(0)
+    return run_training(config, device="cpu").final_model
