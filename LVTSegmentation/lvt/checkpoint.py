@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lvt.errors import ModelFileError
@@ -176,7 +176,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UN
         )
     try:
         state = load_file(str(weights_path))
-    except (SafetensorsError, OSError) as error:
+    except (SafetensorError, OSError) as error:
         raise ModelFileError(f"{weights_path}: not a readable safetensors file ({error})") from error
     network = build_network(manifest.network)
     try:

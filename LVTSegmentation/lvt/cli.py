@@ -90,12 +90,29 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_evaluate)
 
 
+def _compare_parser(sub: argparse._SubParsersAction) -> None:
+    from lvt.compare import add_compare_arguments, run_compare
+
+    parser = sub.add_parser("compare", help="follow-up: align studies, match lesions, size change, RECIST 1.1")
+    add_compare_arguments(parser)
+    parser.set_defaults(handler=run_compare)
+
+
+def _volumetry_parser(sub: argparse._SubParsersAction) -> None:
+    from lvt.volumetry import add_volumetry_arguments, run_volumetry
+
+    parser = sub.add_parser("volumetry", help="liver volume across the contrast phases of one day")
+    add_volumetry_arguments(parser)
+    parser.set_defaults(handler=run_volumetry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvt", description="Liver, vessel and tumor segmentation of CT.")
     parser.add_argument("--version", action="version", version=f"lvt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_segment_parser, _measure_parser, _demo_parser, _train_parser, _evaluate_parser):
+    for add in (_segment_parser, _measure_parser, _demo_parser, _train_parser, _evaluate_parser, _compare_parser,
+                _volumetry_parser):
         add(sub)
     return parser
 

@@ -156,6 +156,7 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     """Write labels, segmentation, surfaces, report.json and report.html into ``folder``."""
     from lvt.io import write_image, write_segmentation
     from lvt.measure import measure_labels
+    from lvt.planning import planning_summary
     from lvt.report import build_report, write_html_report, write_report_json
 
     report(progress, "measure", 0, 1, "volumes and diameters")
@@ -177,6 +178,7 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     report(progress, "report", 0, 1, "report")
     document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
                             inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings)
+    document["planning"] = planning_summary(labels, measurements.lesions)
     write_html_report(document, ct, labels, surfaces, folder)  # may add a warning: write the JSON after it
     write_report_json(document, folder / "report.json")
     report(progress, "report", 1, 1, "done")

@@ -160,8 +160,10 @@ def _surface_nets(mask: Image) -> vtkPolyData:
 def _to_lps_with_outward_normals(polydata: vtkPolyData, grid: Image) -> vtkPolyData:
     """Apply direction and origin (a rigid motion, a reflection for flipped grids), then orient outward.
 
-    A reflection turns every triangle inside out; auto-orientation makes the cells and normals of
-    each closed component point outward again, so enclosed volumes are positive.
+    Surface nets emit consistently oriented triangles, so orientation is decided once for the whole
+    mesh from the sign of its enclosed volume, and reversed when negative. (Per-region
+    auto-orientation is not used: it flips patches around the few non-manifold edges that
+    voxel surfaces of real organs have, which wrecked the enclosed volume.)
     """
     from vtkmodules.vtkCommonTransforms import vtkTransform
     from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
@@ -175,15 +177,39 @@ def _to_lps_with_outward_normals(polydata: vtkPolyData, grid: Image) -> vtkPolyD
     moved = vtkTransformPolyDataFilter()
     moved.SetInputData(polydata)
     moved.SetTransform(transform)
+    moved.Update()
+    oriented = moved.GetOutput()
+    if signed_volume_mm3(oriented) < 0:
+        oriented = _reversed(oriented)
     normals = vtkPolyDataNormals()
-    normals.SetInputConnection(moved.GetOutputPort())
+    normals.SetInputData(oriented)
     normals.SplittingOff()  # splitting duplicates points at sharp edges and would open the surface
-    normals.ConsistencyOn()
-    normals.AutoOrientNormalsOn()
+    normals.ConsistencyOff()
+    normals.AutoOrientNormalsOff()
     normals.ComputePointNormalsOn()
     normals.ComputeCellNormalsOff()
     normals.Update()
     return normals.GetOutput()
+
+
+def signed_volume_mm3(polydata: vtkPolyData) -> float:
+    """Enclosed volume by the divergence theorem: positive when the triangles face outward."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    points = vtk_to_numpy(polydata.GetPoints().GetData()).astype(np.float64)
+    cells = vtk_to_numpy(polydata.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    a, b, c = points[cells[:, 0]], points[cells[:, 1]], points[cells[:, 2]]
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def _reversed(polydata: vtkPolyData) -> vtkPolyData:
+    from vtkmodules.vtkFiltersCore import vtkReverseSense
+
+    reverse = vtkReverseSense()
+    reverse.SetInputData(polydata)
+    reverse.ReverseCellsOn()
+    reverse.Update()
+    return reverse.GetOutput()
 
 
 def write_surfaces(

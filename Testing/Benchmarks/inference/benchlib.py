@@ -1,0 +1,269 @@
+"""Shared pieces of the inference and segment benchmarks: machine, commit, models, cases, child processes.
+
+Benchmarks run by hand (they are not tests). Each measurement that needs a clean peak-memory figure
+runs in its own child process and is read back with ``os.wait4``, whose ``ru_maxrss`` is that
+child's peak resident memory and nothing else's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+SHARED_DATA = REPO.parent / "shared" / "data"
+IRCADB_CT = SHARED_DATA / "ircadb01_17" / "ircadb01_17_ct.nii.gz"
+IRCADB_TRUTH_SPEC = REPO / "Testing" / "Benchmarks" / "real_case" / "ircadb01_17_truth.yaml"
+SCRATCH = Path(os.environ.get("LVT_BENCH_SCRATCH", "/tmp/lvt-benchmark"))
+RANDOM_MODEL_NOTE = ("weights are a seeded random initialisation of the bundled architecture (the trained "
+                     "model did not exist yet): network time, window counts and MONAI agreement do not "
+                     "depend on the weights; post-processing, surfaces and report time do")
+
+
+# ----------------------------------------------------------------------------------------- the machine
+
+
+def cpu_description() -> dict:
+    """CPU model, family/model numbers, vector flags and nominal clock from /proc/cpuinfo."""
+    info: dict = {"model": platform.processor() or "unknown"}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(re.findall(r"^(model name|cpu family|model|cpu MHz|flags)\s*:\s*(.*)$", text, re.MULTILINE))
+    flags = set(fields.get("flags", "").split())
+    info.update(model=fields.get("model name", info["model"]), family=fields.get("cpu family"),
+                model_number=fields.get("model"), mhz=float(fields.get("cpu MHz", "nan")),
+                vector=[f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
+                hypervisor="hypervisor" in flags)
+    return info
+
+
+def fp32_flops_per_cycle_per_core(vector: list[str]) -> int:
+    """FP32 FLOP per cycle per core, assuming two FMA pipes (Intel since Haswell, AMD since Zen 2)."""
+    if "avx512f" in vector:
+        return 2 * 16 * 2
+    if "fma" in vector:
+        return 2 * 8 * 2
+    return 8
+
+
+def machine_info() -> dict:
+    """What the results file must say about the machine."""
+    import psutil
+    import torch
+
+    from lvt.inference import available_cpu_cores
+
+    cpu = cpu_description()
+    cores = available_cpu_cores()
+    per_cycle = fp32_flops_per_cycle_per_core(cpu.get("vector", []))
+    return {
+        "cpu": cpu, "cores_available": cores, "logical_cpus": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "fp32_peak_gflops_estimate": round(cores * per_cycle * cpu.get("mhz", 0.0) / 1e3, 1),
+        "peak_formula": f"{cores} cores x {per_cycle} FP32 FLOP/cycle x {cpu.get('mhz', 0.0):.0f} MHz",
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+        "shared_machine": "yes: other engineers' jobs ran on the same 2 cores; timings are the min of repeats",
+    }
+
+
+def git_commit() -> str:
+    """HEAD's hash, marked "+uncommitted" when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance(command: list[str]) -> dict:
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "commit": git_commit(), "command": " ".join(command), "machine": machine_info()}
+
+
+def measured_matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """Best FP32 GEMM rate of torch on this machine: a practical ceiling for convolution throughput."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------- models and cases
+
+
+def resolve_model(name: str | None) -> tuple[Path, bool]:
+    """The model to benchmark: a manifest path, "random" (seeded random weights), or the bundled one.
+
+    Returns:
+        The manifest path and whether its weights are random.
+    """
+    from lvt.checkpoint import bundled_model_path
+
+    if name == "random":
+        return random_model(), True
+    path = Path(name) if name else bundled_model_path()
+    if not path.is_file():
+        sys.exit(f"model {path} not found; pass --model random to benchmark a seeded random initialisation")
+    return path, False
+
+
+def random_model(folder: Path = SCRATCH / "random_model", seed: int = 0) -> Path:
+    """The bundled architecture (default NetworkConfig, 96^3 patch at 2 mm) with seeded random weights."""
+    import torch
+
+    from lvt.checkpoint import ModelManifest, save_model
+    from lvt.intensity import Window
+    from lvt.network import NetworkConfig, build_network
+
+    path = folder / f"lvt_random_seed{seed}.json"
+    if path.is_file():
+        return path
+    torch.manual_seed(seed)
+    config = NetworkConfig()
+    manifest = ModelManifest(name=f"lvt_random_seed{seed}", version="0.0.0", spacing_mm=(2.0, 2.0, 2.0),
+                             patch_size_zyx=(96, 96, 96), window=Window(), network=config)
+    save_model(build_network(config), manifest, path)
+    return path
+
+
+@dataclass(frozen=True)
+class Case:
+    """A benchmark input: the CT file and a reference label map on its grid."""
+
+    name: str
+    ct: Path
+    reference_labels: Path
+
+
+def ircadb_case() -> Case:
+    """The real 512 x 512 x 119 CT with its expert labels combined into one LVT label map (in scratch)."""
+    if not IRCADB_CT.is_file():
+        sys.exit(f"{IRCADB_CT} not found: the real case lives in ../shared/data beside the repository")
+    labels = SCRATCH / "ircadb01_17_reference_labels.nii.gz"
+    if not labels.is_file():
+        from lvt.evaluation import EvaluationCase, load_truth, read_truth_spec
+        from lvt.io import write_image
+        from lvt.labels import exclusive_labels
+
+        source = read_truth_spec(IRCADB_TRUTH_SPEC)["ircadb01_17"]
+        grid, masks, _ = load_truth(EvaluationCase("ircadb01_17", IRCADB_CT, source))
+        write_image(grid.with_array(exclusive_labels(masks)), labels)
+    return Case("ircadb01_17 (512x512x119)", IRCADB_CT, labels)
+
+
+def phantom_case(slices: int = 600, seed: int = 7) -> Case:
+    """A 512 x 512 x ``slices`` phantom, 0.75 mm in-plane, 1 mm slices, int16 HU as scanners write it."""
+    ct = SCRATCH / f"phantom_{slices}_seed{seed}_ct.nii.gz"
+    labels = SCRATCH / f"phantom_{slices}_seed{seed}_labels.nii.gz"
+    if not (ct.is_file() and labels.is_file()):
+        import numpy as np
+
+        from lvt.io import write_image
+        from lvt.phantom import PhantomConfig, make_phantom
+
+        phantom = make_phantom(PhantomConfig(seed=seed, spacing_mm=(0.75, 0.75, 1.0),
+                                             field_of_view_mm=(384.0, 384.0, float(slices))))
+        hu = np.clip(np.round(phantom.image.array), -1024, 3071).astype(np.int16)
+        write_image(phantom.image.with_array(hu), ct)
+        write_image(phantom.image.with_array(phantom.labels), labels)
+    return Case(f"phantom (512x512x{slices})", ct, labels)
+
+
+def cases(names: list[str]) -> list[Case]:
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    makers = {"ircadb": ircadb_case, "phantom600": lambda: phantom_case(600), "phantom119": lambda: phantom_case(119)}
+    unknown = set(names) - set(makers)
+    if unknown:
+        sys.exit(f"unknown case(s) {sorted(unknown)}: choose from {sorted(makers)}")
+    return [makers[name]() for name in names]
+
+
+# ------------------------------------------------------------------------------------- child processes
+
+
+@dataclass
+class ChildRun:
+    """A finished child process: exit code, wall seconds, peak RSS, and its stdout lines with arrival times."""
+
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+    lines: list[tuple[float, str]]
+    stderr: str
+
+
+def run_child(command: list[str], env: dict | None = None) -> ChildRun:
+    """Run a command, timestamp each stdout line as it arrives, and read its own peak RSS from wait4."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})}, cwd=REPO)
+    lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in process.stdout]
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return ChildRun(process.returncode, wall, usage.ru_maxrss / 1024.0, lines, stderr)
+
+
+def last_json_line(run: ChildRun) -> dict:
+    for _, line in reversed(run.lines):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"child wrote no JSON (exit {run.returncode}):\n{run.stderr[-3000:]}")
+
+
+def peak_rss_mb_so_far() -> float:
+    """This process's peak RSS so far (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb_now() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def write_results(path: Path, record: dict, markdown: str) -> None:
+    """Write ``<path>.json`` and ``<path>.md`` side by side (atomically)."""
+    from lvt.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(record, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(path.with_suffix(".md"), markdown.encode())
+
+
+def machine_markdown(record: dict) -> str:
+    """The header every results file starts with: machine, command, commit, date."""
+    machine = record["machine"]
+    cpu = machine["cpu"]
+    return "\n".join([
+        f"- Date: {record['date']}",
+        f"- Commit: `{record['commit']}`",
+        f"- Command: `{record['command']}`",
+        f"- CPU: {cpu.get('model')} (family {cpu.get('family')}, model {cpu.get('model_number')}; "
+        f"{'virtual machine, ' if cpu.get('hypervisor') else ''}{', '.join(cpu.get('vector', []))}), "
+        f"{machine['cores_available']} cores available, {machine['ram_gb']} GB RAM",
+        f"- torch {machine['torch']} ({machine['torch_threads']} threads), Python {machine['python']}",
+        f"- Shared machine: {machine['shared_machine']}; load average at start {machine['load_average_at_start']}",
+        "",
+    ])
