@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lvt.atomic import atomic_folder
 from lvt.image import Image
 from lvt.labels import NUM_CLASSES, apply_hierarchy
 
@@ -105,29 +103,21 @@ def to_training_grid(
 
 def write_cached_case(folder: Path, name: str, dataset: str, hu: np.ndarray, masks: np.ndarray,
                       annotated: tuple[bool, bool, bool], seed: int) -> None:
-    """Write one case atomically: a temp folder renamed into place, ``meta.json`` inside it."""
+    """Write one case atomically (a temporary folder renamed into place); ``meta.json`` marks it complete."""
     box = _body_box(hu)
     hu = np.clip(np.rint(hu[box]), -32768, 32767).astype(np.int16)
     bits = pack_bits(apply_hierarchy(masks[(slice(None), *box)]))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        np.save(tmp / "image.npy", hu)
-        np.save(tmp / "bits.npy", bits)
-        np.savez(tmp / "foreground.npz", **_foreground_samples(bits, np.random.default_rng(seed)))
+    with atomic_folder(folder) as staging:
+        np.save(staging / "image.npy", hu)
+        np.save(staging / "bits.npy", bits)
+        np.savez(staging / "foreground.npz", **_foreground_samples(bits, np.random.default_rng(seed)))
         meta = {"name": name, "dataset": dataset, "annotated": list(annotated), "shape_zyx": list(hu.shape)}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (staging / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def read_cached_case(folder: Path) -> CachedCase:
     """Open a cached case with memory-mapped arrays."""
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     with np.load(folder / "foreground.npz") as foreground:
         samples = tuple(foreground[f"class{k}"] for k in range(NUM_CLASSES))
     return CachedCase(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lvt.atomic import atomic_path, write_text_atomically
 from lvt.errors import ModelFileError
 from lvt.intensity import Window
 from lvt.labels import CLASS_KEYS
@@ -100,30 +99,10 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file through a temporary sibling and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors atomically (contiguous CPU copies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".safetensors") as temporary:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
 
 
 def save_model(network: torch.nn.Module, manifest: ModelManifest, manifest_path: Path) -> ModelManifest:
@@ -137,7 +116,7 @@ def save_model(network: torch.nn.Module, manifest: ModelManifest, manifest_path:
     save_tensors(weights_path, dict(network.state_dict()))
     written = ModelManifest(**{**manifest.__dict__, "weights_file": weights_path.name,
                                "weights_sha256": sha256_of_file(weights_path)})
-    atomic_write_bytes(manifest_path, (json.dumps(written.to_dict(), indent=2) + "\n").encode())
+    write_text_atomically(manifest_path, json.dumps(written.to_dict(), indent=2) + "\n")
     return written
 
 
@@ -149,7 +128,7 @@ def read_manifest(path: Path | str) -> tuple[ModelManifest, Path]:
     if not path.is_file():
         raise ModelFileError(f"{path}: model manifest not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"{path}: manifest is not valid JSON ({error})") from error
     if not isinstance(data, dict):

@@ -55,7 +55,7 @@ def run_demo(out_dir: Path, seed: int, options: SegmentOptions, *, progress: Pro
             "timings_s": result.timings_s,
             "device": result.window_stats.device,
         }
-        (staging / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 

@@ -19,9 +19,7 @@ import io
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import yaml
 from scipy import stats
 
 from lvt import metrics
+from lvt.atomic import write_text_atomically
 from lvt.errors import InputError
 from lvt.image import Image
 from lvt.io import read_label_image, read_segmentation
@@ -452,18 +451,6 @@ def summary_markdown(summary: Sequence[SummaryRow], n_cases: int, tolerances_mm:
         cells = [_summary_cell(by_key.get((key, metric))) for key in CLASS_KEYS]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write UTF-8 text through a temporary sibling and a rename, so no reader sees half a file."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_output(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:

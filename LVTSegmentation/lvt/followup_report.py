@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lvt.atomic import atomic_path
 from lvt.geometry import crop
 from lvt.image import Image
 from lvt.report import (
@@ -32,7 +33,6 @@ from lvt.report import (
     render_view_png,
     write_report_json,
 )
-from lvt.surfaces import atomic_output
 
 if TYPE_CHECKING:
     from lvt.compare import FollowUp, LesionTrack, Study
@@ -74,7 +74,7 @@ def write_compare_report(folder: Path, document: dict, followup: FollowUp) -> Pa
     pairs = {c["to_study"]: comparison_views(document, c, followup, views) for c in document["comparisons"]}
     write_report_json(document, folder / "compare.json")
     page = folder / "compare.html"
-    with atomic_output(page) as temporary:
+    with atomic_path(page) as temporary:
         temporary.write_text(render_compare_html(document, plot, pairs), encoding="utf-8")
     return page
 
@@ -182,7 +182,7 @@ def plot_sizes_over_time(document: Mapping, path: Path) -> Path:
         diameter_axes.legend(fontsize=8, loc="best")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return path
 
@@ -344,7 +344,7 @@ def write_volumetry_report(folder: Path, document: dict) -> Path:
                         "Deviation of each phase's liver volume from the mean; the band is the flag threshold")
     write_report_json(document, folder / "volumetry.json")
     page = folder / "volumetry.html"
-    with atomic_output(page) as temporary:
+    with atomic_path(page) as temporary:
         temporary.write_text(render_volumetry_html(document, chart), encoding="utf-8")
     return page
 
@@ -371,7 +371,7 @@ def plot_volumetry(document: Mapping, path: Path) -> Path:
     axes.set_ylabel(f"deviation from the mean {document['mean_liver_volume_ml']:.0f} mL (%)")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return path
 

@@ -12,9 +12,7 @@ lazily so that nodes without them can still import the core.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lvt.atomic import atomic_path
 from lvt.errors import InputError
 from lvt.geometry import describe_grid, image_from_sitk, image_to_sitk, sitk_module
 from lvt.image import Image
@@ -456,19 +455,9 @@ def _writable_suffix(path: Path) -> str:
 
 
 def _write_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the target's folder, then rename it over the target.
-
-    The temporary file keeps ``suffix`` because the writers choose the format by extension.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temp_name))
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write through a temporary sibling that keeps ``suffix`` (the writers choose the format by it)."""
+    with atomic_path(path, suffix=suffix) as temporary:
+        write(temporary)
 
 
 def _error_summary(error: BaseException) -> str:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvt.atomic import atomic_folder
 from lvt.errors import InputError
 from lvt.geometry import bounding_box_in, crop, resample_channels_like, resample_to_spacing
 from lvt.image import Image
@@ -95,17 +93,8 @@ def atomic_output_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InputError(out_dir, "output folder already exists (use --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         yield staging
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, retired)
-            shutil.rmtree(retired, ignore_errors=True)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ import numpy as np
 from scipy import ndimage
 
 from lvt import __version__
+from lvt.atomic import atomic_path
 from lvt.image import Image
 from lvt.labels import STRUCTURES
 from lvt.measure import Measurements
-from lvt.surfaces import OffscreenRenderingError, atomic_output, render_surfaces_png
+from lvt.surfaces import OffscreenRenderingError, render_surfaces_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -108,7 +109,7 @@ def write_report_json(report: Mapping, path: Path | str) -> Path:
     """Write report.json atomically (UTF-8, indented; NaN is refused, it is not JSON)."""
     path = Path(path)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return path
 
@@ -246,7 +247,7 @@ def render_view_png(
     _draw_annotations(axes, view, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi)
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return path
 
@@ -336,7 +337,7 @@ def write_html_report(
             logger.warning(message)
             report["warnings"].append(message)
     page = folder / "report.html"
-    with atomic_output(page) as temporary:
+    with atomic_path(page) as temporary:
         temporary.write_text(render_html(report, figures), encoding="utf-8")
     return page
 

@@ -16,15 +16,14 @@ import logging
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lvt.atomic import atomic_path
 from lvt.image import Image
 from lvt.labels import STRUCTURES, TUMOR, VESSEL
 
@@ -246,7 +245,7 @@ def write_surfaces(
 
 
 def _write_vtk(writer: vtkWriter, polydata: vtkPolyData, path: Path) -> Path:
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         writer.SetInputData(polydata)
         writer.SetFileName(str(temporary))
         if writer.Write() != 1:
@@ -282,26 +281,9 @@ def write_obj(polydata: vtkPolyData, path: Path | str) -> Path:
         lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in triangles]
     else:
         lines += [f"f {a} {b} {c}" for a, b, c in triangles]
-    with atomic_output(path) as temporary:
-        temporary.write_text("\n".join(lines) + "\n")
+    with atomic_path(path) as temporary:
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-@contextmanager
-def atomic_output(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only when the block succeeds.
-
-    Writers that want a file name (VTK, matplotlib) write there, so a crash or a cancel never
-    leaves a half-written file under the final name.
-    """
-    path = Path(path)
-    # a fresh name, not mkstemp: the writer creates the file, with the user's usual permissions
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def render_surfaces_png(
@@ -334,7 +316,7 @@ def render_surfaces_png(
     png = _grab_png(window)
     window.Finalize()
     path = Path(path)
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_bytes(png)
     return path
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lvt.atomic import atomic_folder, write_text_atomically
 from lvt.augment import apply_augment, context_size, draw_augment_params
 from lvt.cache import CachedCase
-from lvt.checkpoint import ModelManifest, atomic_write_bytes, save_model, save_tensors
+from lvt.checkpoint import ModelManifest, save_model, save_tensors
 from lvt.errors import CancelledError
 from lvt.inference import Predictor, SlidingWindowConfig
 from lvt.labels import CLASS_KEYS, exclusive_labels, masks_from_labels
@@ -194,7 +194,7 @@ class Trainer:
         weights = load_file(str(folder / "model.safetensors"), device=str(self.device))
         self.network.load_state_dict(weights)
         tensors = load_file(str(folder / "state.safetensors"))
-        meta = json.loads((folder / "state.json").read_text())
+        meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         state: dict = {int(i): dict(s) for i, s in meta["scalar_state"].items()}
         for key, value in tensors.items():
             if key.startswith("optimizer."):
@@ -208,25 +208,18 @@ class Trainer:
 
 
 def save_resume_point(trainer: Trainer, folder: Path) -> None:
-    """Write ``folder`` (model + optimiser + RNG state) so a killed run resumes exactly; swap atomically."""
-    staging = folder.with_name(folder.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(trainer.network, trainer.manifest(), staging / "model.json")
-    tensors, meta = trainer.state_tensors()
-    save_tensors(staging / "state.safetensors", tensors)
-    atomic_write_bytes(staging / "state.json", json.dumps(meta).encode())
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write ``folder`` (model + optimiser + RNG state) so a killed run resumes exactly; swapped in atomically."""
+    with atomic_folder(folder) as staging:
+        save_model(trainer.network, trainer.manifest(), staging / "model.json")
+        tensors, meta = trainer.state_tensors()
+        save_tensors(staging / "state.safetensors", tensors)
+        (staging / "state.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def find_resume_point(output_dir: Path) -> Path | None:
-    """The last complete resume folder (a crash between the two renames leaves it as ``.old``)."""
-    for name in ("last", "last.old"):
-        folder = output_dir / "checkpoints" / name
+    """The last complete resume folder (a crash mid-swap leaves the previous one in a retired sibling)."""
+    checkpoints = output_dir / "checkpoints"
+    for folder in (checkpoints / "last", *sorted(checkpoints.glob(".last.old-*/last"))):
         if (folder / "state.json").is_file():
             return folder
     return None
@@ -258,7 +251,7 @@ def _validation_manifest(config: TrainingConfig) -> ModelManifest:
 
 
 def _log_line(path: Path, record: dict) -> None:
-    with open(path, "a") as handle:
+    with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
@@ -282,7 +275,7 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
         logger.info("resumed from %s at step %d", resume_point, trainer.step)
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=2).encode())
+        write_text_atomically(out / "config.json", json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
     first_step = trainer.step
     losses: list[float] = []

@@ -173,7 +173,7 @@ def load_training_config(path: Path | str, **overrides: Any) -> TrainingConfig:
     if not path.is_file():
         raise InputError(path, "training config not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise InputError(path, f"not valid YAML/JSON: {error}") from error
     if not isinstance(data, dict):

@@ -55,7 +55,7 @@ def test_corrupt_weights_fail_the_hash_check(saved: tuple[Path, torch.nn.Module]
 
 def test_architecture_mismatch_is_a_clear_error(saved: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
     path, _ = saved
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["network"]["features_per_stage"] = [4, 16]
     path.write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="architecture"):
@@ -78,7 +78,7 @@ def test_a_pickle_is_never_loaded(saved: tuple[Path, torch.nn.Module]) -> None:
     path, _ = saved
     weights = path.with_suffix(".safetensors")
     weights.write_bytes(pickle.dumps({"weights": "a pickle that could run code"}))
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     import hashlib
 
     manifest["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()

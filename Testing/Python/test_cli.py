@@ -19,7 +19,7 @@ from lvt.cli import run
 
 def _write(array: np.ndarray, path: Path, spacing: tuple[float, ...] = (1.0, 1.0, 1.0)) -> Path:
     image = sitk.GetImageFromArray(array, isVector=False)
-    image.SetSpacing((tuple(spacing) + (1.0,))[: image.GetDimension()])
+    image.SetSpacing((*spacing, 1.0)[: image.GetDimension()])
     sitk.WriteImage(image, str(path))
     return path
 
@@ -80,7 +80,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureF
     ct = _write(_ct_like(), tmp_path / "ct.nii.gz")
     code = run(["segment", str(ct), "-o", str(out), "--progress", "none"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "user data"
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "user data"
 
 
 def test_measure_rejects_a_segmentation_on_another_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -260,7 +260,7 @@ def test_lvt_compare_follows_a_series_of_three_studies(tmp_path: Path, baseline_
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[-1] == {"event": "done", "output": str(out)}
-    document = json.loads((out / "compare.json").read_text())
+    document = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     assert [s["name"] for s in document["studies"]] == ["jan", "apr", "sep"]
     assert [c["status"] for c in document["comparisons"]] == ["compared", "compared"]
     categories = [c["recist"]["category"] for c in document["comparisons"]]
@@ -272,7 +272,7 @@ def test_lvt_compare_follows_a_series_of_three_studies(tmp_path: Path, baseline_
         assert comparison["recist"]["category"] == expected.category
     (track_2,) = [t for t in document["tracks"] if t["id"] == 2]
     assert [s["status"] for s in track_2["per_study"]] == ["present", "absent", "absent"]
-    html = (out / "compare.html").read_text()
+    html = (out / "compare.html").read_text(encoding="utf-8")
     assert "RECIST 1.1" in html and "at most 2 target lesions" in html and "radiologist" in html
     assert (out / "views" / "sizes_over_time.png").stat().st_size > 10_000
     assert len(list((out / "views").glob("study1_lesion*_*.png"))) == 4  # 1 matched, 2 vanished; both sides
@@ -289,7 +289,7 @@ def test_lvt_compare_refuses_to_match_through_a_poor_alignment(tmp_path: Path, b
     out = tmp_path / "compare"
     assert run(["compare", str(first), str(second), "-o", str(out), "--progress", "none"]) == 1
     assert "registration refused" in capsys.readouterr().err
-    document = json.loads((out / "compare.json").read_text())
+    document = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     comparison = document["comparisons"][0]
     assert comparison["status"] == "refused" and comparison["recist"] is None
     assert comparison["refusal_reasons"]

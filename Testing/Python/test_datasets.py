@@ -372,7 +372,7 @@ def test_spec_file_root_is_relative_to_the_file_and_builtin_can_be_named_in_a_co
     from_builtin = DatasetSpec.from_dict({"builtin": "lits", "root": "../LiTS"}, str(config), config.parent)
     assert from_builtin.root == tmp_path / "LiTS" and from_builtin.annotated == (True, False, True)
     with pytest.raises(InputError, match=rf"{config.name}: dataset 'lits_local': field 'value_map\[2\]': .*'tumour'"):
-        config.write_text(config.read_text().replace("2: tumor", "2: tumour"))
+        config.write_text(config.read_text(encoding="utf-8").replace("2: tumor", "2: tumour"))
         load_spec_file(config)
 
 

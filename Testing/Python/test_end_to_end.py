@@ -47,7 +47,7 @@ def test_outputs_are_complete_and_on_the_input_grid(example_ct_result: Path) -> 
         assert segment["terminology"]["type"][1] == structure.type[1]
     np.testing.assert_allclose(segmentation["ijkToLPS"], ct.ijk_to_lps_matrix(), atol=1e-4)
     assert np.array_equal(read_segmentation(example_ct_result / "segmentation.seg.nrrd").array, labels.array)
-    report = json.loads((example_ct_result / "report.json").read_text())
+    report = json.loads((example_ct_result / "report.json").read_text(encoding="utf-8"))
     assert report["model"]["name"] == "lvt_default"
     assert report["liver"]["whole_volume_ml"] == pytest.approx(np.isin(labels.array, (1, 2, 3)).sum() * 27 / 1000)
 
@@ -69,7 +69,7 @@ def _stl_volume_ml(path: Path) -> float:
 
 
 def test_liver_surface_encloses_the_labelmap_volume(example_ct_result: Path) -> None:
-    report = json.loads((example_ct_result / "report.json").read_text())
+    report = json.loads((example_ct_result / "report.json").read_text(encoding="utf-8"))
     stl = _stl_volume_ml(example_ct_result / "surfaces" / "liver.stl")
     assert stl == pytest.approx(report["liver"]["whole_volume_ml"], rel=0.05)
 

@@ -107,7 +107,7 @@ def test_folder_evaluation_writes_csvs_and_excludes_not_annotated_from_the_mean(
     assert float(summary[("liver", "dice")]["mean"]) == pytest.approx(0.9)
     assert float(summary[("liver", "dice")]["sd"]) == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert "| dice | 0.900 ± 0.141 (n=2) | 0.800 (n=1) |" in result.markdown
-    assert (out / "summary.md").read_text() == result.markdown
+    assert (out / "summary.md").read_text(encoding="utf-8") == result.markdown
 
 
 def test_mismatched_grid_names_the_case(tmp_path):

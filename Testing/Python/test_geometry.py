@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lvt.geometry import (
     bounding_box_in,
     canonical_grid,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+
 from lvt import io
 from lvt.errors import InputError
 from lvt.geometry import image_from_sitk

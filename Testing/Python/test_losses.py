@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from lvt.labels import apply_hierarchy, exclusive_labels
 from lvt.losses import (
     DICE_SMOOTH,

@@ -30,4 +30,4 @@ def test_bundled_model_on_ircadb01_17_stays_above_its_floor(tmp_path: Path) -> N
     dice = {row["class"]: row["dice"] for row in rows}
     assert dice["liver"] > LIVER_DICE_FLOOR
     assert dice["vessel"] > VESSEL_DICE_FLOOR
-    assert "1 case" in (tmp_path / "eval" / "summary.md").read_text()
+    assert "1 case" in (tmp_path / "eval" / "summary.md").read_text(encoding="utf-8")

@@ -158,7 +158,7 @@ def test_written_files_carry_lps_and_round_trip(tmp_path):
     vtp.Update()
     assert vtp.GetOutput().GetFieldData().GetAbstractArray("SPACE").GetValue(0) == "LPS"
     assert _enclosed_volume_mm3(vtp.GetOutput()) == pytest.approx(_enclosed_volume_mm3(surfaces["tumors"]))
-    obj_lines = (tmp_path / "surfaces" / "liver.obj").read_text().splitlines()
+    obj_lines = (tmp_path / "surfaces" / "liver.obj").read_text(encoding="utf-8").splitlines()
     assert "SPACE=LPS" in obj_lines[0]
     assert sum(line.startswith("v ") for line in obj_lines) == surfaces["liver"].GetNumberOfPoints()
     assert sum(line.startswith("f ") for line in obj_lines) == surfaces["liver"].GetNumberOfPolys()

@@ -67,7 +67,7 @@ def test_tiny_training_lowers_the_loss_and_beats_an_untrained_network(tmp_path: 
     untrained_scores = validate(untrained, config, cases, torch.device("cpu"))
     assert trained_scores["dice"]["liver"] > untrained_scores["dice"]["liver"] + 0.2
     assert (config.output_dir / "curves.png").stat().st_size > 1000
-    assert len((config.output_dir / "metrics.jsonl").read_text().splitlines()) == 60
+    assert len((config.output_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 60
     # the final model is a normal LVT model file: the predictor takes it directly
     predictor = Predictor.from_file(result.final_model, device="cpu")
     assert predictor.manifest.spacing_mm == (SPACING,) * 3
@@ -94,7 +94,8 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     a, b = _final_weights(straight.output_dir), _final_weights(halves.output_dir)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
-    history = [json.loads(line) for line in (halves.output_dir / "metrics.jsonl").read_text().splitlines()]
+    log = (halves.output_dir / "metrics.jsonl").read_text(encoding="utf-8")
+    history = [json.loads(line) for line in log.splitlines()]
     assert [h["step"] for h in history] == list(range(1, 9))
 
 

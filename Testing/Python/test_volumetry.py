@@ -85,12 +85,12 @@ def test_lvt_volumetry_flags_the_phase_that_deviates(tmp_path: Path, capsys: pyt
     out = tmp_path / "volumetry"
     assert run(["volumetry", *map(str, folders), "-o", str(out), "--progress", "none"]) == 0
     assert "flagged" in capsys.readouterr().err
-    document = json.loads((out / "volumetry.json").read_text())
+    document = json.loads((out / "volumetry.json").read_text(encoding="utf-8"))
     volumes = [p["liver_volume_ml"] for p in document["phases"]]
     np.testing.assert_allclose(volumes, [1000.0, 1020.0, 1130.0], rtol=0.002)
     assert [p["name"] for p in document["phases"]] == ["arterial", "portal", "late"]
     assert document["flagged"] == ["late"]  # +5.3 % over the mean of 1050 mL
-    html = (out / "volumetry.html").read_text()
+    html = (out / "volumetry.html").read_text(encoding="utf-8")
     assert "late" in html and "flagged" in html and "data:image/png;base64," in html
     assert not (out / "studies").exists()  # result folders are read, not segmented again
 
