@@ -3,7 +3,8 @@
 The module is a thin door into the Slicer-free core (``lvt``, beside this file). Apply writes the CT to
 a temporary NRRD and runs ``PythonSlicer -m lvt segment ... --progress json`` in a child process
 (the GUI stays responsive, Cancel ends the process tree, a crash of torch ends only the child); the
-results are loaded by the Qt-free ``LVTSegmentationLib``. Only this file uses Qt.
+results are loaded by the Qt-free ``LVTSegmentationLib``. Recompute (``lvt measure``) and Compare
+with prior study (``lvt compare``) run through the same machinery. Only this file uses Qt.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ MODEL_BUNDLED = "Bundled LVT model"
 MODEL_FILE = "Model file"
 POLL_INTERVAL_MS = 200
 TORCH_REQUIREMENT = ">=2.2"
-_LIB_SUBMODULES = ("environment", "process", "files", "hierarchy", "measurements", "segmentation", "results")
+_LIB_SUBMODULES = (
+    "environment", "process", "files", "hierarchy", "measurements", "planning", "segmentation", "results", "comparison",
+)
 
 
 class LVTSegmentation(ScriptedLoadableModule):
@@ -76,17 +79,19 @@ class LVTSegmentationParameterNode:
     threads: Annotated[int, WithinRange(0, 256)] = 0
     exportFolder: Path
     surfaceFormat: Annotated[str, Choice(["STL", "OBJ"])] = "STL"
+    priorVolume: vtkMRMLScalarVolumeNode
+    priorResultFolder: Path
 
 
 @dataclass
 class LVTJob:
-    """One run of the core (``segment`` or ``measure``) and what it needs when it ends."""
+    """One run of the core (``segment``, ``measure`` or ``compare``) and what it needs when it ends."""
 
     kind: str
     process: lib.BackgroundProcess
     workDir: Path
     outputDir: Path
-    segmentationNode: vtkMRMLSegmentationNode
+    segmentationNode: vtkMRMLSegmentationNode | None
     volumeNode: vtkMRMLScalarVolumeNode | None
     smoothSurfaces: bool = True
     errors: list[str] = field(default_factory=list)
@@ -123,6 +128,7 @@ class LVTSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecomputeButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onLesionClicked)
 
         self.initializeParameterNode()
@@ -197,6 +203,14 @@ class LVTSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasSegments = segmentationNode is not None and segmentationNode.GetSegmentation().GetNumberOfSegments() > 0
         self.ui.recomputeButton.enabled = not busy and hasSegments
         self.ui.exportButton.enabled = not busy and hasSegments
+        compareProblem = self._compareProblem()
+        self.ui.compareButton.enabled = not busy and compareProblem is None
+        self.ui.compareButton.toolTip = compareProblem or _(
+            "Segment both CTs (or use the prior result folder), align them on the liver and follow the lesions."
+        )
+        self.ui.priorResultFolderLineEdit.enabled = not p.priorVolume
+        comparison = lib.comparison_table_of(p.inputVolume) if p.inputVolume else None
+        self.ui.compareTableView.setMRMLTableNode(comparison)
 
     def _applyProblem(self) -> str | None:
         """Why Apply cannot run now, in the user's words; None when it can."""
@@ -208,6 +222,26 @@ class LVTSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.modelChoice == MODEL_FILE and not self._modelFile().is_file():
             return _("Choose a model manifest (.json).")
         return None
+
+    def _compareProblem(self) -> str | None:
+        """Why Compare cannot run now; None when it can. The current study is the selected CT."""
+        problem = self._applyProblem()
+        if problem is not None:
+            return problem
+        p = self._parameterNode
+        if p.priorVolume:
+            sameCT = p.priorVolume == p.inputVolume
+            return _("The prior study must be another CT than the current one.") if sameCT else None
+        folder = self._priorFolder()
+        if folder is None:
+            return _("Select a prior CT, or a result folder of an earlier LVT segmentation.")
+        problem = lib.prior_folder_problem(folder)
+        return None if problem is None else _("Not an LVT result folder: {problem}").format(problem=problem)
+
+    def _priorFolder(self) -> Path | None:
+        """The prior result folder, or None when the path field is empty."""
+        text = str(self._parameterNode.priorResultFolder)
+        return None if text in ("", ".") else Path(text)
 
     def _modelFile(self) -> Path:
         return Path(self._parameterNode.modelPath)
@@ -258,6 +292,23 @@ class LVTSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             self._startJob(self.logic.startMeasurement(p.outputSegmentation, p.inputVolume), _("Measuring"))
 
+    def onCompareButton(self) -> None:
+        """Compare the current CT with a prior study (``lvt compare``); Apply becomes Cancel meanwhile."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the comparison."), waitCursor=True):
+            if not self.logic.installDependencies(askConfirmation=True):
+                return
+            p = self._parameterNode
+            job = self.logic.startComparison(
+                p.inputVolume,
+                priorVolume=p.priorVolume,
+                priorFolder=None if p.priorVolume else self._priorFolder(),
+                modelPath=self._selectedModelPath(),
+                useCPU=p.useCPU,
+                useTTA=p.useTTA,
+                threads=p.threads,
+            )
+            self._startJob(job, _("Comparing"))
+
     def _startJob(self, job: LVTJob, title: str) -> None:
         self._job = job
         self.ui.applyButton.text = _("Cancel")
@@ -293,13 +344,14 @@ class LVTSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if exitEvent.cancelled:
                 self.ui.statusLabel.text = _("Cancelled; nothing was loaded.")
-            elif exitEvent.succeeded:
+                return
+            if exitEvent.succeeded or self.logic.hasComparison(job):
+                # A refused registration still writes compare.json, with the reasons: show it too.
                 self.ui.progressBar.setFormat(_("Loading results"))
                 slicer.app.processEvents()
                 with slicer.util.tryWithErrorDisplay(_("Failed to load the results."), waitCursor=True):
-                    loaded = self.logic.importResults(job)
-                    self.ui.statusLabel.text = self.logic.summaryText(loaded.report)
-            else:
+                    self.ui.statusLabel.text = self.logic.importJob(job)
+            if not exitEvent.succeeded:
                 message = self.logic.failureMessage(job, exitEvent)
                 self.ui.statusLabel.text = message
                 slicer.util.errorDisplay(message, windowTitle=_("LVT Segmentation"))
@@ -481,7 +533,11 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
     def startMeasurement(
         self, segmentationNode: vtkMRMLSegmentationNode, volumeNode: vtkMRMLScalarVolumeNode | None
     ) -> LVTJob:
-        """Write the (edited) segmentation, and the CT when given, and start ``lvt measure``."""
+        """Write the (edited) segmentation, and the CT when given, and start ``lvt measure``.
+
+        A segment named "Resection" (any case) is the planned resection region: the report then
+        gives the liver remnant outside it.
+        """
         workDir = self.newWorkDir()
         try:
             segmentationPath = workDir / "edited.seg.nrrd"
@@ -491,8 +547,56 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
                 ctPath = workDir / "ct.nrrd"
                 lib.write_volume_file(slicer.mrmlScene, volumeNode, ctPath)
             outputDir = workDir / "output"
-            command = lib.measure_command(self.pythonExecutable(), segmentationPath, outputDir, ctPath)
+            command = lib.measure_command(
+                self.pythonExecutable(),
+                segmentationPath,
+                outputDir,
+                ctPath,
+                resection_segment=lib.resection_segment_name(segmentationNode),
+            )
             return self._start("measure", command, workDir, outputDir, segmentationNode, volumeNode)
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+
+    def startComparison(
+        self,
+        currentVolume: vtkMRMLScalarVolumeNode,
+        priorVolume: vtkMRMLScalarVolumeNode | None = None,
+        priorFolder: Path | None = None,
+        modelPath: Path | None = None,
+        useCPU: bool = False,
+        useTTA: bool = False,
+        threads: int = 0,
+    ) -> LVTJob:
+        """Write the CTs and start ``lvt compare PRIOR CURRENT``; the prior is a CT or a result folder.
+
+        Raises:
+            ValueError: neither a prior volume nor a prior folder is given.
+        """
+        if priorVolume is None and priorFolder is None:
+            raise ValueError(_("A prior CT or a prior result folder is needed."))
+        workDir = self.newWorkDir()
+        try:
+            currentPath = workDir / "current.nrrd"
+            lib.write_volume_file(slicer.mrmlScene, currentVolume, currentPath)
+            if priorVolume is not None:
+                priorPath, priorName = workDir / "prior.nrrd", priorVolume.GetName()
+                lib.write_volume_file(slicer.mrmlScene, priorVolume, priorPath)
+            else:
+                priorPath, priorName = Path(priorFolder), Path(priorFolder).name
+            outputDir = workDir / "output"
+            command = lib.compare_command(
+                self.pythonExecutable(),
+                [priorPath, currentPath],
+                outputDir,
+                names=lib.study_labels(priorName, currentVolume.GetName()),
+                model_path=modelPath,
+                device="cpu" if useCPU else "auto",
+                use_tta=useTTA,
+                threads=threads or None,
+            )
+            return self._start("compare", command, workDir, outputDir, None, currentVolume)
         except Exception:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
@@ -503,7 +607,7 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
         command: list[str],
         workDir: Path,
         outputDir: Path,
-        segmentationNode: vtkMRMLSegmentationNode,
+        segmentationNode: vtkMRMLSegmentationNode | None,
         volumeNode: vtkMRMLScalarVolumeNode | None,
         smoothSurfaces: bool = True,
     ) -> LVTJob:
@@ -541,6 +645,22 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
         tail = "\n".join(job.log[-15:]) or _("(no output)")
         return _("The LVT process failed (exit code {code}):\n{tail}").format(code=exitEvent.returncode, tail=tail)
 
+    @staticmethod
+    def hasComparison(job: LVTJob) -> bool:
+        """A compare job left compare.json (also when it exits 1 because a registration was refused)."""
+        return job.kind == "compare" and (job.outputDir / lib.COMPARE_FILE).is_file()
+
+    def importJob(self, job: LVTJob) -> str:
+        """Load a finished job's results into the scene; returns the line for the status label."""
+        if job.kind == "compare":
+            return lib.comparison_summary(self.importComparison(job).document)
+        return self.summaryText(self.importResults(job).report)
+
+    @staticmethod
+    def importComparison(job: LVTJob) -> lib.LoadedComparison:
+        """Load compare.json into the follow-up table attached to the current CT."""
+        return lib.load_comparison(slicer.mrmlScene, job.outputDir, job.volumeNode)
+
     def importResults(self, job: LVTJob) -> lib.LoadedResults:
         """Load a finished job's output folder into the scene (segmentation, tables, lines, report)."""
         if job.kind == "segment":
@@ -555,7 +675,7 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
             loaded = lib.load_measurements(slicer.mrmlScene, job.segmentationNode, job.outputDir, job.volumeNode)
         if job.volumeNode is not None:
             # The CT was written without its parent transform; the results follow it like the CT does.
-            for node in (loaded.segmentation_node, *loaded.lesion_lines):
+            for node in (loaded.segmentation_node, *loaded.lesion_lines, *loaded.vessel_lines):
                 node.SetAndObserveTransformNodeID(job.volumeNode.GetTransformNodeID())
         return loaded
 
@@ -566,12 +686,18 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def summaryText(report: dict) -> str:
         tumors = report["tumors"]
-        return _("Liver {liver:.0f} mL; {count} tumor(s), {tumor:.1f} mL ({ratio:.1f} % of the liver).").format(
+        text = _("Liver {liver:.0f} mL; {count} tumor(s), {tumor:.1f} mL ({ratio:.1f} % of the liver).").format(
             liver=report["liver"]["whole_volume_ml"],
             count=tumors["count"],
             tumor=tumors["total_volume_ml"],
             ratio=100.0 * tumors["tumor_to_liver_volume_ratio"],
         )
+        remnant = (report.get("planning") or {}).get("remnant")
+        if remnant:
+            text += " " + _("Remnant after the planned resection: {ml:.0f} mL ({percent:.1f} %).").format(
+                ml=remnant["remnant_ml"], percent=remnant["remnant_percent"]
+            )
+        return text
 
 
 class LVTSegmentationTest(ScriptedLoadableModuleTest):

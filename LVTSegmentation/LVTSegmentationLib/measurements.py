@@ -39,6 +39,13 @@ SUMMARY_ROWS: tuple[SummaryRow, ...] = (
     SummaryRow("Tumor-to-liver volume ratio", "tumors", "tumor_to_liver_volume_ratio", "fraction"),
 )
 
+# Shown after SUMMARY_ROWS when report.json's "planning" holds a "remnant" (lvt measure --resection).
+REMNANT_ROWS: tuple[SummaryRow, ...] = (
+    SummaryRow("Liver in the resection region", "remnant", "resected_liver_ml", "mL"),
+    SummaryRow("Liver remnant volume", "remnant", "remnant_ml", "mL"),
+    SummaryRow("Liver remnant (of the whole liver)", "remnant", "remnant_percent", "%"),
+)
+
 
 @dataclass(frozen=True)
 class LesionColumn:
@@ -93,13 +100,22 @@ def lesion_focus_ras(lesion: Mapping[str, Any]) -> np.ndarray:
     return long_axis_ras(lesion).mean(axis=0)
 
 
+def remnant_values(report: Mapping[str, Any]) -> list[tuple[SummaryRow, float]]:
+    """The :data:`REMNANT_ROWS` with their values, or nothing when no resection region was given."""
+    remnant = (report.get("planning") or {}).get("remnant")
+    return [(row, float(remnant[row.key])) for row in REMNANT_ROWS] if remnant else []
+
+
 def fill_summary_table(table_node: vtkMRMLTableNode, report: Mapping[str, Any]) -> None:
-    """Fill a table node with the liver, vessel and tumor-burden numbers (Measurement | Value | Unit)."""
+    """Fill a table node with the liver, vessel and tumor-burden numbers (Measurement | Value | Unit).
+
+    The liver remnant follows when the report has one.
+    """
     labels, values, units = vtk.vtkStringArray(), vtk.vtkDoubleArray(), vtk.vtkStringArray()
     labels.SetName("Measurement")
     values.SetName("Value")
     units.SetName("Unit")
-    for row, value in zip(SUMMARY_ROWS, summary_values(report), strict=True):
+    for row, value in [*zip(SUMMARY_ROWS, summary_values(report), strict=True), *remnant_values(report)]:
         labels.InsertNextValue(row.label)
         values.InsertNextValue(value)
         units.InsertNextValue(row.unit)

@@ -133,14 +133,18 @@ def segment_command(
         threads: CPU threads for torch; None leaves the core's default.
     """
     command = [str(python_executable), "-m", "lvt", "segment", str(input_path), "-o", str(output_dir)]
-    if model_path is not None:
-        command += ["--model", str(model_path)]
-    command += ["--device", device, "--progress", "json"]
+    return command + _model_options(model_path, device, use_tta, threads)
+
+
+def _model_options(model_path: str | Path | None, device: str, use_tta: bool, threads: int | None) -> list[str]:
+    """Model, device, JSON progress, TTA and threads: the options ``lvt segment`` and ``lvt compare`` share."""
+    options = [] if model_path is None else ["--model", str(model_path)]
+    options += ["--device", device, "--progress", "json"]
     if use_tta:
-        command.append("--tta")
+        options.append("--tta")
     if threads is not None:
-        command += ["--threads", str(threads)]
-    return command
+        options += ["--threads", str(threads)]
+    return options
 
 
 def measure_command(
@@ -148,12 +152,45 @@ def measure_command(
     segmentation_path: str | Path,
     output_dir: str | Path,
     ct_path: str | Path | None = None,
+    resection_segment: str | None = None,
 ) -> list[str]:
-    """Argument list of ``python -m lvt measure`` with JSON progress."""
+    """Argument list of ``python -m lvt measure`` with JSON progress.
+
+    Args:
+        resection_segment: name of a segment of the segmentation file that is a planned resection
+            region; the report then holds the liver remnant.
+    """
     command = [str(python_executable), "-m", "lvt", "measure", str(segmentation_path)]
     if ct_path is not None:
         command += ["--ct", str(ct_path)]
-    return [*command, "-o", str(output_dir), "--progress", "json"]
+    command += ["-o", str(output_dir), "--progress", "json"]
+    if resection_segment is not None:
+        command += ["--resection-segment", resection_segment]
+    return command
+
+
+def compare_command(
+    python_executable: str | Path,
+    studies: Sequence[str | Path],
+    output_dir: str | Path,
+    names: Sequence[str] = (),
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    use_tta: bool = False,
+    threads: int | None = None,
+) -> list[str]:
+    """Argument list of ``python -m lvt compare`` with JSON progress.
+
+    Args:
+        studies: CTs or ``lvt segment`` output folders, oldest first (the first is the baseline).
+        output_dir: OUTDIR for compare.json and compare.html; it must not exist yet.
+        names: one name per study, for the table and the report (none: the file names).
+        model_path, device, use_tta, threads: as for :func:`segment_command`, for studies that are CTs.
+    """
+    command = [str(python_executable), "-m", "lvt", "compare", *(str(s) for s in studies), "-o", str(output_dir)]
+    if names:
+        command += ["--names", *names]
+    return command + _model_options(model_path, device, use_tta, threads)
 
 
 def child_environment(base: Mapping[str, str], core_dir: str | Path) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 What the user gets: the segmentation node (names, colours, terminology from the file; the CT as
 reference geometry; closed surfaces smoothed per structure), a summary and a lesion table, one
-line markup per lesion, the report kept in the scene, all placed under the CT's study.
+line markup per lesion along its diameter and one from it to the nearest vessel, the report kept in
+the scene, all placed under the CT's study.
 
 Everything the module needs later (the tables, the lines, the report) is found again through node
 references on the segmentation node, so it survives saving and reloading the scene.
@@ -28,7 +29,7 @@ from slicer import (
 from lvt.errors import InputError
 from lvt.image import Image
 
-from . import hierarchy, measurements, segmentation
+from . import hierarchy, measurements, planning, segmentation
 
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 REPORT_FILE = "report.json"
@@ -37,9 +38,11 @@ HTML_REPORT_FILE = "report.html"
 SUMMARY_TABLE_ROLE = "LVT.SummaryTable"
 LESION_TABLE_ROLE = "LVT.LesionTable"
 LESION_LINE_ROLE = "LVT.LesionLine"
+VESSEL_LINE_ROLE = "LVT.VesselLine"
 REPORT_ROLE = "LVT.Report"
 HTML_REPORT_ROLE = "LVT.HtmlReport"
-_MEASUREMENT_ROLES = (SUMMARY_TABLE_ROLE, LESION_TABLE_ROLE, LESION_LINE_ROLE, REPORT_ROLE, HTML_REPORT_ROLE)
+_MEASUREMENT_ROLES = (SUMMARY_TABLE_ROLE, LESION_TABLE_ROLE, LESION_LINE_ROLE, VESSEL_LINE_ROLE, REPORT_ROLE,
+                      HTML_REPORT_ROLE)
 
 LIVER_OPACITY_3D = 0.4  # see vessels and tumors through the liver
 
@@ -94,6 +97,7 @@ class LoadedResults:
     lesion_table: vtkMRMLTableNode
     lesion_lines: list[vtkMRMLMarkupsLineNode] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    vessel_lines: list[vtkMRMLMarkupsLineNode] = field(default_factory=list)
 
 
 def load_results(
@@ -155,6 +159,7 @@ def _replace_measurements(
     measurements.fill_summary_table(summary, output.report)
     measurements.fill_lesion_table(lesion_table, lesions)
     lines = measurements.add_lesion_lines(scene, lesions, name)
+    vessel_lines = planning.add_vessel_lines(scene, output.report.get("planning"), name)
     texts = {REPORT_ROLE: (f"{name} report.json", json.dumps(output.report, indent=2))}
     if output.html_report_path is not None:
         texts[HTML_REPORT_ROLE] = (f"{name} report.html", output.html_report_path.read_text(encoding="utf-8"))
@@ -168,10 +173,12 @@ def _replace_measurements(
     node.SetNodeReferenceID(LESION_TABLE_ROLE, lesion_table.GetID())
     for line in lines:
         node.AddNodeReferenceID(LESION_LINE_ROLE, line.GetID())
+    for line in vessel_lines:
+        node.AddNodeReferenceID(VESSEL_LINE_ROLE, line.GetID())
     study = hierarchy.study_item_of(scene, reference_volume_node)
     folder = hierarchy.results_folder(scene, study, f"{name} measurements")
-    hierarchy.place_under(scene, [summary, lesion_table, *lines, *report_nodes], folder)
-    return LoadedResults(node, summary, lesion_table, lines, output.report)
+    hierarchy.place_under(scene, [summary, lesion_table, *lines, *vessel_lines, *report_nodes], folder)
+    return LoadedResults(node, summary, lesion_table, lines, output.report, vessel_lines)
 
 
 def remove_measurement_nodes(scene: vtkMRMLScene, segmentation_node: vtkMRMLSegmentationNode) -> None:

@@ -52,6 +52,12 @@ def _measure_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--value-map", default=None,
                         help="label map values to LVT labels, e.g. '1=1,2=3' (1 liver, 2 vessel, 3 tumor)")
     parser.add_argument("--no-surfaces", action="store_true", help="skip 3D surfaces and the 3D view")
+    parser.add_argument("--resection", type=Path, default=None, metavar="MASK",
+                        help="planned resection region (label map, nonzero inside, or .seg.nrrd): report the "
+                             "liver remnant outside it")
+    parser.add_argument("--resection-segment", default=None, metavar="NAME",
+                        help="the region's segment in a .seg.nrrd (any case; default 'Resection'); without "
+                             "--resection it is read from SEGMENTATION itself")
     _add_common(parser, model=False)
     parser.set_defaults(handler=_run_measure)
 
@@ -139,7 +145,8 @@ def _run_measure(args: argparse.Namespace) -> int:
     with cancel_on_signals() as cancel:
         measure_file(args.segmentation, args.output, ct_path=args.ct, value_map=parse_value_map(args.value_map),
                      overwrite=args.overwrite, write_surfaces=not args.no_surfaces,
-                     progress=make_progress(args.progress), cancel=cancel)
+                     progress=make_progress(args.progress), cancel=cancel, resection_path=args.resection,
+                     resection_segment=args.resection_segment)
     return _done(args, args.output)
 
 

@@ -131,7 +131,7 @@ def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = No
         InputError: unreadable file, no recognisable segment, or label values outside the value map.
     """
     path = _existing_path(path)
-    if _is_slicer_segmentation(path):
+    if is_slicer_segmentation(path):
         return _read_slicer_segmentation(path)
     labels = read_label_image(path)
     value_map = IDENTITY_VALUE_MAP if value_map is None else value_map
@@ -359,7 +359,7 @@ def _map_label_values(path: Path, array: np.ndarray, value_map: Mapping[int, int
     return output
 
 
-def _is_slicer_segmentation(path: Path) -> bool:
+def is_slicer_segmentation(path: Path) -> bool:
     """A ``.seg.nrrd`` name, or any NRRD whose header carries Slicer segment fields."""
     name = path.name.lower()
     if name.endswith(SEGMENTATION_SUFFIX):
@@ -373,6 +373,37 @@ def _is_slicer_segmentation(path: Path) -> bool:
     except (nrrd.NRRDError, OSError, UnicodeDecodeError):
         return False
     return any(key.startswith("Segment0_") for key in header)
+
+
+def read_segment_mask(path: str | Path, segment_name: str | None, default_name: str) -> tuple[Image, str]:
+    """One segment of a Slicer ``.seg.nrrd`` as a bool mask on the file's grid, with the segment's name.
+
+    ``segment_name`` is matched exactly, then in any case; without it ``default_name`` is looked for,
+    and a file with a single segment gives that one.
+
+    Raises:
+        InputError: unreadable file, or no (or several) segments of that name; the message lists them.
+    """
+    import nrrd
+    import slicerio
+
+    path = _existing_path(path)
+    try:
+        segmentation = slicerio.read_segmentation(str(path))
+    except (nrrd.NRRDError, OSError, ValueError, KeyError) as error:
+        raise InputError(path, f"is not a readable Slicer segmentation ({_error_summary(error)})") from error
+    segments = segmentation["segments"]
+    names = [str(segment.get("name", segment.get("id", ""))) for segment in segments]
+    wanted = segment_name or default_name
+    chosen = ([n for n, name in enumerate(names) if name == wanted]
+              or [n for n, name in enumerate(names) if name.lower() == wanted.lower()])
+    if not chosen and segment_name is None and len(segments) == 1:
+        chosen = [0]
+    if len(chosen) != 1:
+        problem = "has several segments named" if chosen else "has no segment named"
+        raise InputError(path, f"{problem} {wanted!r} (any case); its segments: {names or 'none'}")
+    mask = slicerio.segment_mask(segmentation, segments[chosen[0]]).transpose(2, 1, 0)
+    return _image_on_ijk_to_lps(mask, segmentation["ijkToLPS"]), names[chosen[0]]
 
 
 def _read_slicer_segmentation(path: Path) -> Image:

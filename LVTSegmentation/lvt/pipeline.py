@@ -12,9 +12,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,9 +28,13 @@ from lvt.labels import LIVER, TUMOR
 from lvt.postprocess import PostprocessConfig, largest_component, postprocess
 from lvt.progress import ProgressCallback, check_cancel, report
 
+if TYPE_CHECKING:
+    from lvt.measure import Lesion
+
 logger = logging.getLogger(__name__)
 
 REGION_MARGIN_MM = 10.0
+DEFAULT_RESECTION_SEGMENT = "Resection"
 
 
 @dataclass
@@ -139,10 +144,23 @@ def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = 
     return predictor, [message] if message else []
 
 
+@dataclass(frozen=True)
+class ResectionRegion:
+    """A user-drawn resection region on the labels' grid (nonzero inside) and where it came from."""
+
+    mask: Image
+    source: str
+
+
 def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
                   inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
-                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None) -> dict:
-    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``."""
+                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
+                  resection: ResectionRegion | None = None) -> dict:
+    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
+
+    With a ``resection`` region, report.json's "planning" section gains "remnant" (see
+    :func:`lvt.planning.liver_remnant`).
+    """
     from lvt.io import write_image, write_segmentation
     from lvt.measure import measure_labels
     from lvt.planning import planning_summary
@@ -168,10 +186,23 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
                             inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings)
     document["planning"] = planning_summary(labels, measurements.lesions)
+    if resection is not None:
+        _add_remnant(document, labels, resection, measurements.lesions)
     write_html_report(document, ct, labels, surfaces, folder)  # may add a warning: write the JSON after it
     write_report_json(document, folder / "report.json")
     report(progress, "report", 1, 1, "done")
     return document
+
+
+def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
+    """report.json's planning.remnant for a resection region; a warning when the region misses the liver."""
+    from lvt.planning import liver_remnant
+
+    remnant = liver_remnant(labels, resection.mask, lesions)
+    document["planning"]["remnant"] = {"source": resection.source, **remnant.to_dict()}
+    if remnant.resected_liver_ml == 0.0:
+        document["warnings"].append(f"the resection region {resection.source} does not touch the liver: "
+                                    "the remnant is the whole liver")
 
 
 def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
@@ -231,14 +262,21 @@ def parse_value_map(text: str | None) -> dict[int, int] | None:
 
 def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
                  value_map: dict[int, int] | None = None, overwrite: bool = False, write_surfaces: bool = True,
-                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> dict:
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+                 resection_path: Path | None = None, resection_segment: str | None = None) -> dict:
     """``lvt measure``: measurements, surfaces and report from an existing (edited) segmentation.
 
     A Slicer-edited segmentation may be stored cropped: with ``--ct`` it is placed back on the CT
     grid (nearest neighbour, exact for a crop); without, it is measured on its own grid.
 
+    Args:
+        resection_path: a resection region (label map, nonzero inside, or ``.seg.nrrd``) for the
+            liver remnant; with only ``resection_segment``, that segment of ``seg_path`` itself.
+        resection_segment: the segment's name in a ``.seg.nrrd`` (any case).
+
     Raises:
-        InputError: the segmentation does not lie on the CT's grid (other spacing or orientation).
+        InputError: the segmentation does not lie on the CT's grid (other spacing or orientation),
+            or the resection region is unusable (see :func:`read_resection_region`).
     """
     from lvt.geometry import resample_like
     from lvt.io import read_image, read_segmentation
@@ -251,10 +289,15 @@ def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
             ct = read_image(ct_path)
             _check_on_ct_grid(labels, ct, seg_path, ct_path)
             labels = resample_like(labels, ct, interpolation="nearest")
+        resection = None
+        if resection_path is not None or resection_segment is not None:
+            if not (labels.array > 0).any():
+                raise InputError(seg_path, "has no liver, so there is no liver remnant to compute")
+            resection = read_resection_region(resection_path or seg_path, resection_segment, labels)
         report(progress, "read", 1, 1, "done")
         return write_outputs(staging, labels, ct, input_path=seg_path, model=None, inference=None, dropped=[],
                              min_volume_ml=0.0, write_surfaces=write_surfaces, warnings=[], progress=progress,
-                             cancel=cancel)
+                             cancel=cancel, resection=resection)
 
 
 def _check_on_ct_grid(labels: Image, ct: Image, seg_path: Path, ct_path: Path) -> None:
@@ -266,3 +309,34 @@ def _check_on_ct_grid(labels: Image, ct: Image, seg_path: Path, ct_path: Path) -
     if not aligned:
         raise InputError(seg_path, f"segmentation grid does not match the CT {ct_path} (spacing "
                          f"{labels.spacing_mm} vs {ct.spacing_mm}, or different orientation or voxel positions)")
+
+
+def read_resection_region(path: Path, segment_name: str | None, labels: Image) -> ResectionRegion:
+    """Read a resection region and place it on the labels' grid (nearest neighbour; any grid is accepted).
+
+    A ``.seg.nrrd`` gives one segment: ``segment_name`` (exact, else in any case), by default the
+    one named "Resection", else its only segment. Any other file is a label map, nonzero inside.
+
+    Raises:
+        InputError: unreadable file, no such segment, an empty region, or a region none of whose
+            voxels falls on the labels' grid (drawn on another study).
+    """
+    from lvt.geometry import describe_grid, resample_like
+    from lvt.io import is_slicer_segmentation, read_label_image, read_segment_mask
+
+    path = Path(path)
+    if is_slicer_segmentation(path):
+        mask, name = read_segment_mask(path, segment_name, DEFAULT_RESECTION_SEGMENT)
+        source = f"{path} (segment {name!r})"
+    elif segment_name is not None:
+        raise InputError(path, f"is a label map, not a .seg.nrrd: it has no segment {segment_name!r}")
+    else:
+        mask, source = read_label_image(path), str(path)
+    if not mask.array.any():
+        raise InputError(path, f"the resection region {source} is empty")
+    on_grid = resample_like(mask.with_array((mask.array != 0).astype(np.uint8)), labels, interpolation="nearest")
+    if not on_grid.array.any():
+        raise InputError(path, f"no voxel of the resection region lies on the segmentation's grid (region: "
+                         f"{describe_grid(mask)}; segmentation: {describe_grid(labels)}); was it drawn on "
+                         "another study?")
+    return ResectionRegion(on_grid, source)

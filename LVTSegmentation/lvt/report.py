@@ -412,6 +412,7 @@ def render_html(report: Mapping, figures: Sequence[ReportImage]) -> str:
         _burden_table(report["tumors"]),
         "<h2>Lesions</h2>",
         _lesion_table(report["lesions"]),
+        _planning_html(report.get("planning")),
         "<h2>Views</h2>",
         _legend_html(),
         '<div class="views">',
@@ -479,6 +480,54 @@ def _lesion_table(lesions: Sequence[Mapping]) -> str:
             "(RECIST-style); the short axis is perpendicular to the long axis in the same slice. "
             "LPS: x grows to the patient's left, y to posterior, z to superior.</p>")
     return _table(header, rows) + note
+
+
+def _planning_html(planning: Mapping | None) -> str:
+    """Resection planning: each lesion's distance to the vessels and, when a region was given, the remnant."""
+    if not planning:
+        return ""
+    parts = [_vessel_distance_table(planning), _remnant_table(planning.get("remnant"))]
+    body = "\n".join(part for part in parts if part)
+    return f"<h2>Resection planning</h2>\n{body}" if body else ""
+
+
+def _vessel_distance_table(planning: Mapping) -> str:
+    lesions = planning.get("lesions", [])
+    if not lesions:
+        return ""
+    margin = planning["vessel_margin_mm"]
+    rows = []
+    for lesion in lesions:
+        distance, branch = lesion["distance_to_vessels_mm"], lesion["nearest_branch_id"]
+        rows.append((
+            str(lesion["id"]),
+            "no vessel" if distance is None else f"{distance:.1f}",
+            "" if distance is None else ("yes" if lesion["vessels_within_10mm"] else "no"),
+            "" if branch is None else f"{branch} ({lesion['nearest_branch_volume_ml']:.2f} mL)",
+            ", ".join(str(b) for b in lesion["branches_within_10mm"]) or "none",
+        ))
+    header = ("Lesion", "Distance to vessels (mm)", f"Vessels within {margin:g} mm", "Nearest branch (volume)",
+              f"Branches within {margin:g} mm")
+    note = (f'<p class="meta">Distance: {_esc(planning["distance_definition"])}. Branch 1 is the largest '
+            f"connected vessel tree. {margin:g} mm is a common safety margin in liver surgery.</p>")
+    return _table(header, rows) + note
+
+
+def _remnant_table(remnant: Mapping | None) -> str:
+    if not remnant:
+        return ""
+    rows = [
+        ("Whole liver (mL)", f"{remnant['whole_liver_ml']:.1f}"),
+        ("Liver inside the resection region (mL)", f"{remnant['resected_liver_ml']:.1f}"),
+        ("Liver remnant (mL)", f"{remnant['remnant_ml']:.1f}"),
+        ("Liver remnant (% of the whole liver)", f"{remnant['remnant_percent']:.1f} %"),
+        ("Tumor volume left in the remnant (mL)", f"{remnant['tumor_in_remnant_ml']:.2f}"),
+        *((f"Lesion {lesion['id']} inside the region", f"{100 * lesion['fraction_resected']:.0f} %")
+          for lesion in remnant["lesions"]),
+    ]
+    note = (f'<p class="meta">Resection region: {_esc(remnant["source"])}. The remnant is the whole liver '
+            "(parenchyma, vessels and tumors) outside the region.</p>")
+    return _table(("Planned resection", "Value"), rows) + note
 
 
 def _warnings_html(warnings: Sequence[str]) -> str:
