@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input (the message names the fil
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -88,28 +89,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
-def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    from lvt.evaluation import add_evaluate_arguments, run_evaluate
-
-    parser = sub.add_parser("evaluate", help="Dice, NSD, HD95, lesion detection against ground truth")
-    add_evaluate_arguments(parser)
-    parser.set_defaults(handler=run_evaluate)
-
-
-def _compare_parser(sub: argparse._SubParsersAction) -> None:
-    from lvt.compare import add_compare_arguments, run_compare
-
-    parser = sub.add_parser("compare", help="follow-up: align studies, match lesions, size change, RECIST 1.1")
-    add_compare_arguments(parser)
-    parser.set_defaults(handler=run_compare)
+# Commands whose options and handler live in their own module: (module, help). The module provides
+# add_<command>_arguments(parser) and run_<command>(args) -> exit code.
+_MODULE_COMMANDS = {
+    "evaluate": ("lvt.evaluation", "Dice, NSD, HD95, lesion detection against ground truth"),
+    "compare": ("lvt.compare", "follow-up: align studies, match lesions, size change, RECIST 1.1"),
+    "volumetry": ("lvt.volumetry", "liver volume across the contrast phases of one day"),
+}
 
 
-def _volumetry_parser(sub: argparse._SubParsersAction) -> None:
-    from lvt.volumetry import add_volumetry_arguments, run_volumetry
-
-    parser = sub.add_parser("volumetry", help="liver volume across the contrast phases of one day")
-    add_volumetry_arguments(parser)
-    parser.set_defaults(handler=run_volumetry)
+def _module_parser(sub: argparse._SubParsersAction, command: str) -> None:
+    module_name, help_text = _MODULE_COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = sub.add_parser(command, help=help_text)
+    getattr(module, f"add_{command}_arguments")(parser)
+    parser.set_defaults(handler=getattr(module, f"run_{command}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lvt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_segment_parser, _measure_parser, _demo_parser, _train_parser, _evaluate_parser, _compare_parser,
-                _volumetry_parser):
+    for add in (_segment_parser, _measure_parser, _demo_parser, _train_parser):
         add(sub)
+    for command in _MODULE_COMMANDS:
+        _module_parser(sub, command)
     return parser
 
 

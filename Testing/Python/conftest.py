@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,6 +17,15 @@ def shared_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path}")
     return path
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    """3x3 rotation about LPS axis ``axis`` (0 L, 1 P, 2 S), for oblique test grids and known motions."""
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    a, b = [n for n in range(3) if n != axis]
+    matrix = np.eye(3)
+    matrix[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
+    return matrix
 
 
 @pytest.fixture(scope="session")

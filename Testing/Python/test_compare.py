@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rotation
 from scipy import ndimage
 
 from lvt.cli import run
@@ -36,15 +37,9 @@ FLIPPED_LR_AP = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 LESION_HU = 35.0
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    rotation = np.eye(3)
-    rotation[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
-    return rotation
 
 
-MOTION_ROTATION = _rotation(2, 8.0) @ _rotation(0, -5.0)
+MOTION_ROTATION = rotation(2, 8.0) @ rotation(0, -5.0)
 MOTION_TRANSLATION_MM = np.array([12.0, -7.0, 9.0])
 
 

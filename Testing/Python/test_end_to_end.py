@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import slicerio
 import vtk
-from conftest import shared_file
+from conftest import rotation, shared_file
 
 from lvt.checkpoint import bundled_model_path
 from lvt.cli import run
@@ -86,15 +86,10 @@ def test_dicom_folder_segments_like_a_file(tmp_path: Path) -> None:
     assert dice_score(labels.array > 0, reference.array == 5) > 0.8
 
 
-def _rotation_z(degrees: float) -> np.ndarray:
-    a = np.radians(degrees)
-    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
-
-
 def test_oblique_flipped_anisotropic_copy_gives_the_same_labels_in_physical_space() -> None:
     predictor = Predictor.from_file(bundled_model_path(), "cpu")
     axial = make_phantom(PhantomConfig(seed=31, spacing_mm=(2.0, 2.0, 2.0), n_tumors=(2, 2)))
-    oblique_direction = _rotation_z(15.0) @ np.diag([-1.0, 1.0, 1.0])  # rotated in-plane, x flipped
+    oblique_direction = rotation(2, 15.0) @ np.diag([-1.0, 1.0, 1.0])  # rotated in-plane, x flipped
     oblique = make_phantom(PhantomConfig(seed=31, spacing_mm=(1.6, 2.2, 3.0), n_tumors=(2, 2),
                                          direction=oblique_direction))
     labels_axial = segment_image(axial.image, predictor).labels

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from lvt.errors import InputError
 from lvt.image import Image
@@ -14,13 +15,6 @@ from lvt.measure import measure_labels
 ANISOTROPIC_MM = (0.7, 0.9, 2.5)
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    """3x3 rotation about LPS axis ``axis`` (0 L, 1 P, 2 S)."""
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    rotation = np.eye(3)
-    rotation[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
-    return rotation
 
 
 def _grid(shape_kji: tuple[int, int, int], spacing_mm, direction=None, centre_lps=(0.0, 0.0, 0.0)) -> Image:
@@ -42,7 +36,7 @@ def _voxel_centres_lps(grid: Image) -> np.ndarray:
 def _ellipsoid(grid: Image, centre_lps, semi_axes_mm, in_plane_degrees: float = 0.0) -> np.ndarray:
     """Bool (Z, Y, X) mask of an ellipsoid whose first two axes are rotated about S by the angle."""
     offset = _voxel_centres_lps(grid) - np.asarray(centre_lps)
-    local = offset @ _rotation(2, in_plane_degrees)  # rows are points: p @ R = R^T p
+    local = offset @ rotation(2, in_plane_degrees)  # rows are points: p @ R = R^T p
     return (np.square(local / np.asarray(semi_axes_mm)).sum(axis=-1)) <= 1.0
 
 
@@ -91,7 +85,7 @@ def test_rotated_ellipse_diameters_within_one_voxel(degrees):
     assert np.linalg.norm(long_axis) == pytest.approx(diameters.longest_mm)
     assert np.linalg.norm(short_axis) == pytest.approx(diameters.short_axis_mm)
     assert abs(np.dot(long_axis, short_axis)) < 1e-6 * diameters.longest_mm * diameters.short_axis_mm
-    expected_direction = _rotation(2, degrees)[:, 0]
+    expected_direction = rotation(2, degrees)[:, 0]
     assert abs(np.dot(long_axis / np.linalg.norm(long_axis), expected_direction)) > np.cos(np.deg2rad(6))
     assert abs(lesion.centroid_lps_mm[2]) < ANISOTROPIC_MM[2]  # the widest slice is the middle one
 
@@ -110,8 +104,8 @@ def test_endpoints_lie_on_a_non_convex_lesion():
     "direction",
     [
         np.diag([-1.0, 1.0, -1.0]),  # flipped L and S
-        _rotation(2, 35.0) @ np.diag([1.0, -1.0, -1.0]),  # oblique in-plane, flipped
-        _rotation(0, 15.0) @ np.diag([-1.0, 1.0, 1.0]),  # gantry tilt, flipped
+        rotation(2, 35.0) @ np.diag([1.0, -1.0, -1.0]),  # oblique in-plane, flipped
+        rotation(0, 15.0) @ np.diag([-1.0, 1.0, 1.0]),  # gantry tilt, flipped
     ],
 )
 def test_flipped_and_oblique_grids_give_the_same_diameters(direction):

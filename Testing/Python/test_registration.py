@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from lvt.image import Image
 from lvt.phantom import PhantomConfig, make_phantom
@@ -26,15 +27,9 @@ CENTRE_LPS_MM = (0.0, -8.0, -12.0)  # the phantom liver sits right of and below 
 FLIPPED_LR_AP = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    rotation = np.eye(3)
-    rotation[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
-    return rotation
 
 
-MOTION_ROTATION = _rotation(2, 8.0) @ _rotation(0, -5.0)
+MOTION_ROTATION = rotation(2, 8.0) @ rotation(0, -5.0)
 MOTION_TRANSLATION_MM = np.array([12.0, -7.0, 9.0])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from lvt.image import Image
 from lvt.surfaces import (
@@ -19,18 +20,12 @@ from lvt.surfaces import (
 vtk_numpy = pytest.importorskip("vtkmodules.util.numpy_support")
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    rotation = np.eye(3)
-    rotation[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
-    return rotation
 
 
 GRIDS = {
     "anisotropic": ((0.7, 0.9, 2.5), np.eye(3)),
-    "oblique_flipped": ((0.7, 0.9, 2.5), _rotation(2, 30.0) @ np.diag([-1.0, 1.0, -1.0])),
-    "tilted_flipped": ((0.8, 0.8, 1.5), _rotation(0, 20.0) @ _rotation(2, 10.0) @ np.diag([1.0, -1.0, 1.0])),
+    "oblique_flipped": ((0.7, 0.9, 2.5), rotation(2, 30.0) @ np.diag([-1.0, 1.0, -1.0])),
+    "tilted_flipped": ((0.8, 0.8, 1.5), rotation(0, 20.0) @ rotation(2, 10.0) @ np.diag([1.0, -1.0, 1.0])),
 }
 
 
@@ -47,7 +42,7 @@ def _centres_lps(grid: Image) -> np.ndarray:
 
 
 def _ellipsoid(grid: Image, semi_axes_mm, centre=(10.0, -20.0, 30.0)) -> np.ndarray:
-    offset = (_centres_lps(grid) - np.asarray(centre)) @ _rotation(2, 25.0)
+    offset = (_centres_lps(grid) - np.asarray(centre)) @ rotation(2, 25.0)
     return np.square(offset / np.asarray(semi_axes_mm)).sum(axis=-1) <= 1.0
 
 
