@@ -451,8 +451,8 @@ def _validate_common(spec: DatasetSpec) -> None:
 
 
 def _validate_phantom(spec: DatasetSpec) -> None:
-    if not all(spec.annotated):
-        raise ValueError("field 'annotated': phantoms label every class, so it must be [1, 1, 1]")
+    if not any(spec.annotated):
+        raise ValueError("field 'annotated': a phantom dataset must annotate at least one class")
     file_fields = ("root", "label_root", "image_pattern", "label_pattern", "cases", "value_map", "structure_map")
     used = [name for name in file_fields if getattr(spec, name)]
     if used:
@@ -793,7 +793,9 @@ def _load_phantom(ref: CaseRef) -> LoadedCase:
     assert ref.spec.phantom is not None and ref.phantom_seed is not None
     phantom = make_phantom(ref.spec.phantom.config_for(ref.phantom_seed))
     image = phantom.image.with_array(phantom.image.array.astype(np.float32, copy=False))
-    return LoadedCase(ref.name, image, np.asarray(phantom.truth, dtype=bool), ref.spec.annotated)
+    # a partially annotated phantom set behaves like a partially labelled dataset: unannotated classes are empty
+    masks = np.asarray(phantom.truth, dtype=bool) & np.asarray(ref.spec.annotated, dtype=bool)[:, None, None, None]
+    return LoadedCase(ref.name, image, masks, ref.spec.annotated)
 
 
 def _read(ref: CaseRef, path: Path, reader: Callable[[Path], Image]) -> Image:

@@ -37,7 +37,7 @@ from lvt.network import UNet, build_network
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.sampling import PatchSampler
 from lvt.training_config import TrainingConfig
-from lvt.training_data import prepare_cases
+from lvt.training_data import dataset_weights, prepare_cases
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ class Trainer:
                 self.network, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.scheduler = build_optimizer(self.network, config)
         self.context = context_size(config.patch_size_zyx, config.augment)
-        self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed)
+        self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed,
+                                    dataset_weights(config.datasets, config))
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.history: list[dict] = []

@@ -121,6 +121,15 @@ def _run_jobs(jobs: list[_CaseJob], workers: int, progress: ProgressCallback | N
     return problems
 
 
+def dataset_weights(entries: tuple[DatasetEntry, ...], config: TrainingConfig) -> dict[str, float]:
+    """Sampling weight per dataset name (synthetic-tumor copies share their dataset's weight)."""
+    weights = {}
+    for entry in entries:
+        spec = DatasetSpec.from_dict(entry.spec, source=config.source or "training config", base_dir=config.base_dir)
+        weights[spec.name] = weights[f"{spec.name}+tumors"] = spec.weight
+    return weights
+
+
 def prepare_cases(entries: tuple[DatasetEntry, ...], config: TrainingConfig, *, skip_bad_cases: bool,
                   progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
                   write: bool = True, ddp: _Dist | None = None) -> tuple[list[CachedCase], list[str]]:

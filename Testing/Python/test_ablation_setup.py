@@ -67,8 +67,9 @@ def test_data_settings_use_the_right_parts_and_labels(tmp_path: Path) -> None:
         ablation.dataset_specs(split, "half", tmp_path)
 
 
-def test_every_method_gets_the_same_budget_and_seed(tmp_path: Path) -> None:
-    size = ablation.SIZES["small"]
+@pytest.mark.parametrize("size_name", sorted(ablation.SIZES))
+def test_every_method_gets_the_same_budget_and_seed(size_name: str, tmp_path: Path) -> None:
+    size = ablation.SIZES[size_name]
     split = ablation.make_split(size.cases_per_part, size.test_cases)
     configs = [ablation.build_config(e, 7, size, split, tmp_path) for e in ablation.EXPERIMENTS]
     varying = {"datasets", "loss", "output_dir", "model_name", "network"}
