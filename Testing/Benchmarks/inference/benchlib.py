@@ -1,8 +1,10 @@
 """Shared pieces of the inference and segment benchmarks: machine, commit, models, cases, child processes.
 
 Benchmarks run by hand (they are not tests). Each measurement that needs a clean peak-memory figure
-runs in its own child process and is read back with ``os.wait4``, whose ``ru_maxrss`` is that
-child's peak resident memory and nothing else's.
+runs in its own child process. Its peak comes from GNU time's ``%M`` (or, without /usr/bin/time, from
+the child's ``VmHWM`` polled every 20 ms), not from ``ru_maxrss`` of our own ``wait4``: Linux folds
+the parent's peak RSS into a child's ``ru_maxrss`` at fork/exec, so a parent that once held a large
+phantom would make every child look as large.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,16 +216,44 @@ class ChildRun:
 
 
 def run_child(command: list[str], env: dict | None = None) -> ChildRun:
-    """Run a command, timestamp each stdout line as it arrives, and read its own peak RSS from wait4."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})}, cwd=REPO)
-    lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in process.stdout]
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(process.returncode, wall, usage.ru_maxrss / 1024.0, lines, stderr)
+    """Run a command, timestamp each stdout line as it arrives, and measure the command's own peak RSS."""
+    gnu_time = Path("/usr/bin/time")
+    with tempfile.NamedTemporaryFile(suffix=".maxrss") as report:
+        wrapped = [str(gnu_time), "-f", "%M", "-o", report.name, *command] if gnu_time.is_file() else command
+        start = time.perf_counter()
+        process = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, **(env or {})}, cwd=REPO)
+        poller = None if gnu_time.is_file() else _HighWaterPoller(process.pid)
+        lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in process.stdout]
+        stderr = process.stderr.read()
+        process.wait()
+        wall = time.perf_counter() - start
+        peak_mb = poller.stop() if poller else float(Path(report.name).read_text().split()[-1]) / 1024.0
+    return ChildRun(process.returncode, wall, peak_mb, lines, stderr)
+
+
+class _HighWaterPoller:
+    """Polls a process's VmHWM (peak RSS of its current address space) until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kb, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                text = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            found = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+            if found:
+                self.peak_kb = max(self.peak_kb, int(found.group(1)))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024.0
 
 
 def last_json_line(run: ChildRun) -> dict:
@@ -232,24 +264,26 @@ def last_json_line(run: ChildRun) -> dict:
 
 
 def peak_rss_mb_so_far() -> float:
-    """This process's peak RSS so far (Linux reports kB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak RSS since it started (VmHWM; ``ru_maxrss`` would include its parent's)."""
+    return _proc_status_kb("VmHWM") / 1024.0
 
 
 def rss_mb_now() -> float:
-    import psutil
+    return _proc_status_kb("VmRSS") / 1024.0
 
-    return psutil.Process().memory_info().rss / 2**20
+
+def _proc_status_kb(field: str) -> int:
+    found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(found.group(1)) if found else 0
 
 
 def write_results(path: Path, record: dict, markdown: str) -> None:
     """Write ``<path>.json`` and ``<path>.md`` side by side (atomically)."""
-    from lvt.checkpoint import atomic_write_bytes
+    from lvt.atomic import write_text_atomically
 
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(record, indent=2, default=str) + "\n").encode())
-    atomic_write_bytes(path.with_suffix(".md"), markdown.encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
+    write_text_atomically(path.with_suffix(".md"), markdown)
 
 
 def machine_markdown(record: dict) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -96,13 +97,17 @@ def worker(args: argparse.Namespace) -> None:
     hu = np.load(args.worker_input)
     Predictor.from_file(args.model, "cpu")  # import and load once so the timed call pays neither
     baseline_mb = benchlib.rss_mb_now()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     probabilities, computed, total = run_engine(args.worker, hu, args.model, args.windows_per_batch)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
     peak_mb = benchlib.peak_rss_mb_so_far()
     if args.worker_save:
         np.save(args.worker_save, probabilities)
-    print(json.dumps({"engine": args.worker, "seconds": seconds, "windows_computed": computed,
+    cpu_seconds = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(json.dumps({"engine": args.worker, "seconds": seconds, "cpu_seconds": cpu_seconds,
+                      "system_seconds": after.ru_stime - before.ru_stime, "windows_computed": computed,
                       "windows_total": total, "baseline_rss_mb": baseline_mb, "peak_rss_mb": peak_mb,
                       "threads": torch.get_num_threads()}))
 
@@ -167,15 +172,16 @@ def summarize(result: dict, flops: float, ceiling_gflops: float, peak_gflops: fl
     runs = result["runs"]
     best = {engine: min(runs[engine], key=lambda r: r["seconds"]) for engine in runs}
     lines = [f"### {result['case']} (model grid {' x '.join(map(str, result['model_grid_shape_zyx']))})", "",
-             "| engine | windows computed / grid | time, min of runs (s) | all runs (s) | peak RSS (MB) | "
-             "RSS added by the call (MB) | GFLOP/s | % of est. peak | % of GEMM |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| engine | windows computed / grid | time, min of runs (s) | all runs (s) | CPU s (of which system), "
+             "fastest run | peak RSS (MB) | RSS added by the call (MB) | GFLOP/s | % of est. peak | % of GEMM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for engine, record in best.items():
         gflops = flops * record["windows_computed"] / record["seconds"] / 1e9
         added = max(r["child_peak_rss_mb"] - r["baseline_rss_mb"] for r in runs[engine])
         all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs[engine])
         lines.append(f"| {engine} | {record['windows_computed']} / {record['windows_total']} | "
-                     f"{record['seconds']:.1f} | {all_runs} | "
+                     f"{record['seconds']:.1f} | {all_runs} | {record['cpu_seconds']:.1f} "
+                     f"({record['system_seconds']:.1f}) | "
                      f"{max(r['child_peak_rss_mb'] for r in runs[engine]):.0f} | {added:.0f} | {gflops:.1f} | "
                      f"{100 * gflops / peak_gflops:.0f} | {100 * gflops / ceiling_gflops:.0f} |")
     lines.append("")
