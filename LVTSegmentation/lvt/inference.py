@@ -368,6 +368,7 @@ class Predictor:
         skipped = stats.windows_total - len(keep)
         accumulator = _Accumulator.allocate(self.manifest.network.out_channels, region.shape, patch, device)
         source = torch.from_numpy(region).to(device)  # on a GPU: one upload, windows cut out there
+        report(progress, "inference", 0, len(keep), f"{len(keep)} windows ({skipped} air windows skipped)")
         for chunk in _batches(keep, self.config.batch_size_for(device)):
             check_cancel(cancel)
             boxes = [_box(s, patch) for s in chunk]
