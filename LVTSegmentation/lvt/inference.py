@@ -1,11 +1,11 @@
 """Sliding-window inference at the model's resolution.
 
-Windows of the training patch size with 50 % overlap (nnU-Net's step rule), a separable Gaussian
-importance map, several windows per forward pass where that pays (GPU), logits accumulated in
-preallocated float32 buffers at model resolution only and on the device that runs the network,
-windows that hold nothing but air skipped (counted in the stats), optional flip test-time
-augmentation, fp16 autocast on CUDA only. What each of these choices bought is measured in
-docs/performance.md.
+Windows of the training patch size with 50 % overlap (nnU-Net's step rule) placed over the body's
+bounding box, a separable Gaussian importance map (MONAI's), several windows per forward pass,
+logits accumulated in preallocated float32 buffers at model resolution only and on the device that
+runs the network, windows that hold nothing but air skipped (counted in the stats), freed memory kept
+in the process while the CPU runs the network, optional flip test-time augmentation, fp16 autocast on
+CUDA only. What each of these choices bought is measured in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -389,8 +389,8 @@ class Predictor:
         probabilities.mul_(covered)
         torch.from_numpy(destination).copy_(probabilities)
 
-    def _is_air(self, padded: np.ndarray, start: tuple[int, ...], patch: tuple[int, ...]) -> bool:
-        return self.config.skip_air_windows and float(padded[_box(start, patch)].max()) < self.config.air_threshold_hu
+    def _is_air(self, region: np.ndarray, start: tuple[int, ...], patch: tuple[int, ...]) -> bool:
+        return self.config.skip_air_windows and float(region[_box(start, patch)].max()) < self.config.air_threshold_hu
 
     def _tta_passes(self) -> int:
         return 2 ** len(self.manifest.tta_flip_axes)
