@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 AIR_HU = -1024.0
 GAUSSIAN_FLOOR = 1e-3  # as MONAI: a window's far corners still count a little, and never 0/0
-WINDOWS_PER_BATCH_CPU = 2  # 15 % faster than 1 on 2 cores for ~0.5 GB more (docs/performance.md)
+WINDOWS_PER_BATCH_CPU = 1  # 2 or 4 are no faster on 2 idle cores and need ~0.4 GB more (docs/performance.md)
 WINDOWS_PER_BATCH_CUDA = 4
 
 
@@ -45,7 +45,7 @@ class SlidingWindowConfig:
 
     Attributes:
         overlap: fraction of the patch shared by neighbouring windows (0.5 as nnU-Net and MONAI).
-        windows_per_batch: windows per forward pass; None picks per device (2 on CPU, 4 on CUDA).
+        windows_per_batch: windows per forward pass; None picks per device (1 on CPU, 4 on CUDA).
         use_tta: average the predictions of all flips along the manifest's TTA axes.
         skip_air_windows: do not run the network on windows whose voxels are all below
             ``air_threshold_hu`` (their voxels become background unless another window covers them).

@@ -208,7 +208,7 @@ def test_config_validation_and_device_defaults() -> None:
         SlidingWindowConfig(windows_per_batch=0)
     with pytest.raises(ValueError, match="overlap"):
         SlidingWindowConfig(overlap=1.0)
-    assert SlidingWindowConfig().batch_size_for(torch.device("cpu")) == 2
+    assert SlidingWindowConfig().batch_size_for(torch.device("cpu")) == 1
     assert SlidingWindowConfig().batch_size_for(torch.device("cuda")) == 4
     assert SlidingWindowConfig(windows_per_batch=3).batch_size_for(torch.device("cpu")) == 3
     assert 1 <= available_cpu_cores() <= len(os.sched_getaffinity(0))
