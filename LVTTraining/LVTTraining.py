@@ -89,7 +89,7 @@ class LVTTrainingLogic(ScriptedLoadableModuleLogic):
             0 when the model was written, 2 for a bad config or data, 1 for another failure,
             130 when cancelled.
         """
-        from lvt.cli import run_training_cli
+        from lvt.cli.main import run_training_cli
 
         return run_training_cli(self.trainingArguments(configPath, **options))
 

@@ -43,7 +43,7 @@ def run(argv: list[str]) -> int:
     if core_dir is not None and str(core_dir) not in sys.path:
         sys.path.insert(0, str(core_dir))
     try:
-        from lvt.cli import run_training_cli
+        from lvt.cli.main import run_training_cli
     except ModuleNotFoundError as error:
         print(
             f"train.py: the LVT core needs the Python package '{error.name}', which this Python lacks. "

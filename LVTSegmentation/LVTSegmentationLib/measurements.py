@@ -1,7 +1,7 @@
 """The core's report.json as Slicer nodes: a summary table, a lesion table and one line markup per lesion.
 
 Numbers are copied from report.json, never recomputed here: the core owns the measurement
-conventions (lvt.measure). Points are converted from the report's LPS to Slicer's RAS with the
+conventions (lvt.measure.volumes_and_lesions). Points are converted from the report's LPS to Slicer's RAS with the
 core's own :func:`lvt.image.lps_to_ras`.
 """
 

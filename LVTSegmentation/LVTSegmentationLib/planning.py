@@ -1,6 +1,6 @@
 """Resection planning in Slicer: a line from each tumor to its nearest vessel, and the user's resection segment.
 
-The lines come from the "planning" section of report.json (lvt.planning): the two end points are
+The lines come from the "planning" section of report.json (lvt.measure.planning): the two end points are
 the closest points of the tumor and vessel voxel boxes, so a line's length is exactly the reported
 distance. The resection region is a segment the user draws in the Segment Editor and names
 "Resection"; the module hands it to ``lvt measure --resection-segment`` with the segmentation.

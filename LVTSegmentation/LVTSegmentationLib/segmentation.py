@@ -32,7 +32,7 @@ from vtk.util import numpy_support
 from lvt.errors import InputError
 from lvt.image import Image, ijk_to_ras_matrix
 from lvt.labels import STRUCTURES
-from lvt.surfaces import SURFACES
+from lvt.measure.surfaces import SURFACES
 
 CLOSED_SURFACE = vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
 SMOOTHING_PARAMETER = "Smoothing factor"
@@ -51,7 +51,7 @@ def slicer_smoothing_factors() -> dict[str, float]:
     """Slicer's "Smoothing factor" (0..1) per structure key, taken from the core's surface settings.
 
     Slicer smooths with a windowed-sinc pass band of ``10**(-4 f)``; inverting that on the core's
-    pass bands (lvt.surfaces.SURFACES) smooths each structure in Slicer as much as in the files the
+    pass bands (lvt.measure.surfaces.SURFACES) smooths each structure in Slicer as much as in the files the
     core writes: the liver most, vessels least (heavy smoothing shrinks and breaks thin tubes).
     """
     return {s.key: -math.log10(SURFACES[s.segment_name.lower()].pass_band) / 4.0 for s in STRUCTURES}

@@ -1,5 +1,5 @@
 """``python -m lvt`` (how the Slicer module runs the core with PythonSlicer)."""
 
-from lvt.cli import main
+from lvt.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ With ``--model random`` (the bundled architecture with seeded random weights, fo
 trained model exists) the labels are noise, which makes measurements, surfaces and the report
 meaningless and very slow. Then a run is split in two child processes whose sum estimates ``lvt
 segment``: (1) read, model load, resample, sliding window and back-resampling + clean-up, by the
-same ``lvt.pipeline`` functions the command calls, and (2) ``lvt measure`` of the case's reference
+same ``lvt.segment.pipeline`` functions the command calls, and (2) ``lvt measure`` of the case's reference
 labels with the CT, which runs the same measure, surfaces and report stages on a realistic
 segmentation. The back-resampling stage is then pessimistic: noise spreads the liver box over the body.
 
@@ -89,7 +89,7 @@ def segment_worker(ct_path: Path, model: Path, threads: int | None) -> dict:
     import torch
 
     from lvt.io import read_image
-    from lvt.pipeline import SegmentOptions, load_predictor, segment_image
+    from lvt.segment.pipeline import SegmentOptions, load_predictor, segment_image
 
     if threads:
         torch.set_num_threads(threads)

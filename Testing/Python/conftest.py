@@ -33,8 +33,8 @@ def tiny_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) LVT model trained for a few seconds on coarse phantoms; its manifest path."""
     import torch
 
-    from lvt.training import run_training
-    from lvt.training_config import training_config_from_dict
+    from lvt.train.config import training_config_from_dict
+    from lvt.train.loop import run_training
 
     folder = tmp_path_factory.mktemp("tiny-model")
     phantoms = {"count": 2, "seed": 21, "spacing_mm": [6.0, 6.0, 6.0]}

@@ -65,7 +65,7 @@ def machine_info() -> dict:
     import psutil
     import torch
 
-    from lvt.inference import available_cpu_cores
+    from lvt.segment.predict import available_cpu_cores
 
     cpu = cpu_description()
     cores = available_cpu_cores()
@@ -120,7 +120,7 @@ def resolve_model(name: str | None) -> tuple[Path, bool]:
     Returns:
         The manifest path and whether its weights are random.
     """
-    from lvt.checkpoint import bundled_model_path
+    from lvt.segment.model_file import bundled_model_path
 
     if name == "random":
         return random_model(), True
@@ -134,9 +134,9 @@ def random_model(folder: Path = SCRATCH / "random_model", seed: int = 0) -> Path
     """The bundled architecture (default NetworkConfig, 96^3 patch at 2 mm) with seeded random weights."""
     import torch
 
-    from lvt.checkpoint import ModelManifest, save_model
-    from lvt.intensity import Window
-    from lvt.network import NetworkConfig, build_network
+    from lvt.segment.model_file import ModelManifest, save_model
+    from lvt.segment.network import NetworkConfig, build_network
+    from lvt.segment.window import Window
 
     path = folder / f"lvt_random_seed{seed}.json"
     if path.is_file():
@@ -164,7 +164,7 @@ def ircadb_case() -> Case:
         sys.exit(f"{IRCADB_CT} not found: the real case lives in ../shared/data beside the repository")
     labels = SCRATCH / "ircadb01_17_reference_labels.nii.gz"
     if not labels.is_file():
-        from lvt.evaluation import EvaluationCase, load_truth, read_truth_spec
+        from lvt.evaluate.scoring import EvaluationCase, load_truth, read_truth_spec
         from lvt.io import write_image
         from lvt.labels import exclusive_labels
 

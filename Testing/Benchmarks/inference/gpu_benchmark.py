@@ -12,7 +12,7 @@ Measures, with fp16 autocast (lvt's CUDA default):
    of a 512x512x119 (0.74 mm, 1.6 mm slices) and of a 512x512x600 (0.75 mm, 1 mm) CT, for 1, 2, 4
    and 8 windows per pass, channels-last 3D, cudnn.benchmark, and torch.compile; each the min of
    3 timed runs after a warm-up run; peak GPU memory by torch.cuda.max_memory_allocated;
-2. ``lvt.pipeline.segment_image`` end to end (read from NIfTI, resample, inference, back to the CT
+2. ``lvt.segment.pipeline.segment_image`` end to end (read from NIfTI, resample, inference, back to the CT
    grid + clean-up) on the full-resolution 512x512x119 and 512x512x600 phantoms, stage by stage;
 3. network FLOPs per window (FlopCounterMode) and the achieved fraction of the GPU's dense fp16 peak.
 Without --model the weights are a seeded random initialisation of the bundled architecture: speed
@@ -59,10 +59,10 @@ def fp16_peak_tflops(name: str) -> float | None:
 
 def load_predictor(model: str | None, **config: object):
     """A Predictor on CUDA: the given model file, or the bundled architecture with seeded random weights."""
-    from lvt.checkpoint import ModelManifest
-    from lvt.inference import Predictor, SlidingWindowConfig
-    from lvt.intensity import Window
-    from lvt.network import NetworkConfig, build_network
+    from lvt.segment.model_file import ModelManifest
+    from lvt.segment.network import NetworkConfig, build_network
+    from lvt.segment.predict import Predictor, SlidingWindowConfig
+    from lvt.segment.window import Window
 
     sliding = SlidingWindowConfig(**config)
     if model:
@@ -151,7 +151,7 @@ def monai_rows(args: argparse.Namespace) -> list[dict]:
         from monai.inferers import sliding_window_inference
     except ImportError:
         return []
-    from lvt.intensity import apply_window
+    from lvt.segment.window import apply_window
 
     rows = []
     predictor = load_predictor(args.model, windows_per_batch=4)
@@ -176,7 +176,7 @@ def monai_rows(args: argparse.Namespace) -> list[dict]:
 def segment_rows(args: argparse.Namespace, scratch: Path) -> list[dict]:
     """Part 2: read + segment_image on full-resolution phantoms, stage by stage (min of 3 by total)."""
     from lvt.io import read_image, write_image
-    from lvt.pipeline import segment_image
+    from lvt.segment.pipeline import segment_image
 
     predictor = load_predictor(args.model)
     rows = []

@@ -49,8 +49,8 @@ def forward_worker(setting: dict, model: Path, passes: int) -> dict:
     """Time ``passes`` forward passes of one setting after a warm-up pass (a fresh process per call)."""
     import torch
 
-    from lvt.checkpoint import load_model
-    from lvt.inference import retained_heap
+    from lvt.segment.model_file import load_model
+    from lvt.segment.predict import retained_heap
 
     if setting.get("threads"):
         torch.set_num_threads(setting["threads"])
@@ -94,7 +94,7 @@ def old_engine_module(commit: str):
 
 def engine_worker(which: str, model: Path, input_path: Path, commit: str) -> dict:
     """One whole sliding window with the old engine or the new one ("new:B", B windows per pass)."""
-    import lvt.inference as new
+    import lvt.segment.predict as new
 
     if which == "old":
         predictor = old_engine_module(commit).Predictor.from_file(model, "cpu")
@@ -135,9 +135,9 @@ def measure_settings(args: argparse.Namespace, settings: dict) -> dict[str, list
 
 
 def measure_engines(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict]]:
-    from lvt.checkpoint import read_manifest
-    from lvt.geometry import resample_to_spacing
+    from lvt.grid import resample_to_spacing
     from lvt.io import read_image
+    from lvt.segment.model_file import read_manifest
 
     manifest, _ = read_manifest(args.model)
     hu = resample_to_spacing(read_image(benchlib.ircadb_case().ct), manifest.spacing_mm).array

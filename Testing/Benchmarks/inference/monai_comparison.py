@@ -38,10 +38,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "monai_comparison_cpu"
 
 def model_grid_input(case: benchlib.Case, model: Path) -> np.ndarray:
     """The case on the model grid (as the pipeline resamples it), padded so both window rules agree."""
-    from lvt.checkpoint import read_manifest
-    from lvt.geometry import resample_to_spacing
-    from lvt.inference import AIR_HU
+    from lvt.grid import resample_to_spacing
     from lvt.io import read_image
+    from lvt.segment.model_file import read_manifest
+    from lvt.segment.predict import AIR_HU
 
     manifest, _ = read_manifest(model)
     hu = resample_to_spacing(read_image(case.ct), manifest.spacing_mm, default_value=AIR_HU).array
@@ -50,7 +50,7 @@ def model_grid_input(case: benchlib.Case, model: Path) -> np.ndarray:
 
 def pad_to_shared_grid(hu: np.ndarray, patch: tuple[int, ...], fill: float) -> np.ndarray:
     """Pad each axis longer than the patch to patch + k * (patch // 2), where both window rules coincide."""
-    from lvt.inference import compute_window_starts
+    from lvt.segment.predict import compute_window_starts
 
     target = []
     for size, p in zip(hu.shape, patch, strict=True):
@@ -66,7 +66,7 @@ def run_engine(engine: str, hu: np.ndarray, model: Path, batch: int) -> tuple[np
     """Probabilities (3, Z, Y, X) float32, windows computed, windows in the full grid."""
     import torch
 
-    from lvt.inference import Predictor, SlidingWindowConfig, count_windows
+    from lvt.segment.predict import Predictor, SlidingWindowConfig, count_windows
 
     config = SlidingWindowConfig(windows_per_batch=batch, crop_to_body=engine == "lvt")
     predictor = Predictor.from_file(model, "cpu", config)
@@ -76,7 +76,7 @@ def run_engine(engine: str, hu: np.ndarray, model: Path, batch: int) -> tuple[np
         return probabilities, stats.windows_computed, stats.windows_total
     from monai.inferers import sliding_window_inference
 
-    from lvt.intensity import apply_window
+    from lvt.segment.window import apply_window
 
     with torch.inference_mode():
         windowed = apply_window(torch.from_numpy(hu)[None, None], predictor.manifest.window)
@@ -90,7 +90,7 @@ def worker(args: argparse.Namespace) -> None:
     """One timed engine call in this (fresh) process; prints one JSON line."""
     import torch
 
-    from lvt.inference import Predictor
+    from lvt.segment.predict import Predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +120,7 @@ def flops_per_window(model: Path) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lvt.checkpoint import load_model
+    from lvt.segment.model_file import load_model
 
     network, manifest = load_model(model)
     network.deep_supervision = False

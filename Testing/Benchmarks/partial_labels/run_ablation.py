@@ -11,9 +11,9 @@ spec, so a partially labelled part is exactly what a partially labelled real dat
 map holds only its own class (the liver-only map is the whole liver, as in the HepaticVessel liver
 masks) and its class weights say so. The same images with their full label maps make the 100 % FS
 reference. Every method trains with the same budget (steps, batch, patch, network, optimiser) and
-the same seeds through :func:`lvt.training.run_training`; every model is scored on the test set
-after the product's post-processing (:func:`lvt.pipeline.segment_image`) by
-:func:`lvt.evaluation.evaluate_case`.
+the same seeds through :func:`lvt.train.loop.run_training`; every model is scored on the test set
+after the product's post-processing (:func:`lvt.segment.pipeline.segment_image`) by
+:func:`lvt.evaluate.scoring.evaluate_case`.
 
 Usage (from the repository root)::
 
@@ -47,16 +47,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvt.evaluation import evaluate_case, write_text_atomically
+from lvt.evaluate.scoring import evaluate_case, write_text_atomically
 from lvt.image import Image
-from lvt.inference import Predictor
 from lvt.io import read_image, read_label_image, write_image
 from lvt.labels import CLASS_KEYS, masks_from_labels
 from lvt.phantom import PhantomConfig, make_phantom
-from lvt.pipeline import segment_image
 from lvt.progress import Progress
-from lvt.training import run_training
-from lvt.training_config import TrainingConfig, training_config_from_dict
+from lvt.segment.pipeline import segment_image
+from lvt.segment.predict import Predictor
+from lvt.train.config import TrainingConfig, training_config_from_dict
+from lvt.train.loop import run_training
 
 logger = logging.getLogger("partial_labels")
 
@@ -93,7 +93,7 @@ class AblationSize:
         spacing_mm: phantom and training grid spacing (x, y, z).
         patch_size_zyx: training and sliding-window patch.
         features_per_stage: U-Net widths.
-        norm: "instance" or "batch"; ``residual_encoder`` as in :class:`lvt.network.NetworkConfig`.
+        norm: "instance" or "batch"; ``residual_encoder`` as in :class:`lvt.segment.network.NetworkConfig`.
         batch_size, steps, learning_rate, warmup_steps: the budget every method gets.
         phantom: extra :class:`lvt.phantom.PhantomConfig` fields for every phantom of the pool.
         render_workers: processes rendering phantoms.

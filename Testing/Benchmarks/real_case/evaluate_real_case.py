@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psutil
 
-from lvt.checkpoint import bundled_model_path, read_manifest
-from lvt.evaluation import evaluate_folder
+from lvt.evaluate.scoring import evaluate_folder
+from lvt.segment.model_file import bundled_model_path, read_manifest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]

@@ -1,0 +1,1 @@
+"""Scoring predictions against expert labels: metrics, case discovery, summaries."""

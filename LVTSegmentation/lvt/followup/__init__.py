@@ -1,0 +1,1 @@
+"""Several studies of one patient: registration, lesion matching, RECIST, volumetry."""

@@ -1,0 +1,1 @@
+"""Numbers and shapes from a label map: volumes, lesions, surfaces, planning, the report."""

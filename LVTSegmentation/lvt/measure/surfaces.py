@@ -1,0 +1,423 @@
+"""Closed 3D surfaces of the liver, vessels and tumors in LPS millimetres, their files, and a 3D view.
+
+VTK is imported inside the functions only: the rest of the core (and `import lvt`) must not pay for
+it or need it. Surfaces are built as Slicer builds closed surfaces from a label map: surface nets
+on the padded mask (so every surface is closed), windowed-sinc smoothing whose strength depends on
+the structure (vessels stay thin), optional decimation, then the full ijk -> LPS matrix, direction
+included, so oblique and flipped grids land where the CT is.
+
+Files follow Slicer's conventions for coordinate systems: STL headers and OBJ comments say
+``SPACE=LPS`` and VTP files carry a ``SPACE`` field-data string, so Slicer loads them in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lvt.atomic import atomic_path
+from lvt.image import Image
+from lvt.labels import STRUCTURES, TUMOR, VESSEL
+
+if TYPE_CHECKING:
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+    from vtkmodules.vtkIOCore import vtkWriter
+    from vtkmodules.vtkRenderingCore import vtkRenderer, vtkRenderWindow
+
+logger = logging.getLogger(__name__)
+
+SPACE_TAG = "SPACE=LPS"
+_PAD_VOXELS = 2
+
+
+class OffscreenRenderingError(RuntimeError):
+    """VTK cannot render without a screen here (no working EGL, OSMesa or X OpenGL)."""
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """How one structure's surface is smoothed and simplified.
+
+    ``pass_band`` is the windowed-sinc filter's pass band (0..2): lower smooths more. Slicer maps its
+    smoothing factor f to ``pass_band = 10**(-4 f)`` and ``iterations = 20 + 40 f``; the defaults
+    below are f = 0.6 (liver), 0.4 (tumors) and 0.15 (vessels, which must not be smoothed away).
+    """
+
+    label_values: tuple[int, ...]
+    iterations: int
+    pass_band: float
+    decimation: float = 0.0  # fraction of triangles to remove, 0 keeps all
+
+    def __post_init__(self) -> None:
+        if not self.label_values:
+            raise ValueError("a surface needs at least one label value")
+        if self.iterations < 0 or not 0.0 < self.pass_band <= 2.0:
+            raise ValueError(f"iterations must be >= 0 and pass_band in (0, 2], got {self}")
+        if not 0.0 <= self.decimation < 1.0:
+            raise ValueError(f"decimation must be in [0, 1), got {self.decimation}")
+
+
+SURFACES: dict[str, SurfaceSettings] = {
+    "liver": SurfaceSettings(tuple(s.label_value for s in STRUCTURES), 44, 10**-2.4, decimation=0.5),
+    "vessels": SurfaceSettings((STRUCTURES[VESSEL].label_value,), 26, 10**-0.6),
+    "tumors": SurfaceSettings((STRUCTURES[TUMOR].label_value,), 36, 10**-1.6),
+}
+
+
+def extract_surfaces(labels: Image, *, smooth: bool = True) -> dict[str, vtkPolyData]:
+    """Closed triangle surfaces of the whole liver (1|2|3), the vessels (2) and the tumors (3).
+
+    Args:
+        labels: exclusive label map on any grid.
+        smooth: apply each structure's smoothing and decimation (off: the raw surface-nets mesh).
+
+    Returns:
+        ``{"liver": ..., "vessels": ..., "tumors": ...}`` vtkPolyData in LPS mm with outward point
+        normals; empty structures are left out.
+    """
+    surfaces = {}
+    for name, settings in SURFACES.items():
+        mask = np.isin(labels.array, settings.label_values)
+        if mask.any():
+            surfaces[name] = mask_surface(labels.with_array(mask), settings if smooth else None)
+    return surfaces
+
+
+def mask_surface(mask: Image, settings: SurfaceSettings | None) -> vtkPolyData:
+    """One closed surface around the voxels of a non-empty boolean mask, in LPS mm.
+
+    Args:
+        mask: boolean mask on its grid.
+        settings: smoothing and decimation, or None for the raw mesh.
+
+    Returns:
+        Triangle vtkPolyData with outward-oriented cells and point normals.
+    """
+    from vtkmodules.vtkFiltersCore import vtkQuadricDecimation, vtkWindowedSincPolyDataFilter
+
+    polydata = _surface_nets(mask)
+    if settings is not None and settings.iterations > 0:
+        smoother = vtkWindowedSincPolyDataFilter()
+        smoother.SetInputData(polydata)
+        smoother.SetNumberOfIterations(settings.iterations)
+        smoother.SetPassBand(settings.pass_band)
+        smoother.BoundarySmoothingOff()
+        smoother.FeatureEdgeSmoothingOff()
+        smoother.NonManifoldSmoothingOn()
+        smoother.NormalizeCoordinatesOn()
+        smoother.Update()
+        polydata = smoother.GetOutput()
+    if settings is not None and settings.decimation > 0:
+        decimate = vtkQuadricDecimation()
+        decimate.SetInputData(polydata)
+        decimate.SetTargetReduction(settings.decimation)
+        decimate.VolumePreservationOn()
+        decimate.Update()
+        polydata = decimate.GetOutput()
+    return _to_lps_with_outward_normals(polydata, mask)
+
+
+def _surface_nets(mask: Image) -> vtkPolyData:
+    """Surface nets around the mask cropped to its bounding box and padded with background.
+
+    Points come out in "scaled index" space: (i, j, k) times spacing, no direction and no origin;
+    that space differs from LPS by a rigid motion only, so smoothing and decimation measure real mm.
+    """
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkFiltersCore import vtkSurfaceNets3D
+
+    nonzero = np.argwhere(mask.array)
+    low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
+    crop = mask.array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+    padded = np.pad(crop.astype(np.uint8), _PAD_VOXELS)
+    image = vtkImageData()
+    image.SetDimensions(*padded.shape[::-1])
+    image.SetSpacing(*mask.spacing_mm)
+    image.SetOrigin(*((low[::-1] - _PAD_VOXELS) * np.asarray(mask.spacing_mm)))
+    image.GetPointData().SetScalars(numpy_to_vtk(padded.ravel(), deep=True))
+    nets = vtkSurfaceNets3D()
+    nets.SetInputData(image)
+    nets.SetValue(0, 1)
+    nets.SetBackgroundLabel(0)
+    nets.SetOutputMeshTypeToTriangles()
+    nets.SmoothingOff()  # the windowed-sinc filter smooths, with per-structure strength
+    nets.Update()
+    polydata = nets.GetOutput()
+    polydata.GetCellData().Initialize()  # drop the BoundaryLabels array: one structure per surface
+    return polydata
+
+
+def _to_lps_with_outward_normals(polydata: vtkPolyData, grid: Image) -> vtkPolyData:
+    """Apply direction and origin (a rigid motion, a reflection for flipped grids), then orient outward.
+
+    Surface nets emit consistently oriented triangles, so orientation is decided once for the whole
+    mesh from the sign of its enclosed volume, and reversed when negative. (Per-region
+    auto-orientation is not used: it flips patches around the few non-manifold edges that
+    voxel surfaces of real organs have, which wrecked the enclosed volume.)
+    """
+    from vtkmodules.vtkCommonTransforms import vtkTransform
+    from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
+    from vtkmodules.vtkFiltersGeneral import vtkTransformPolyDataFilter
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = grid.direction
+    matrix[:3, 3] = grid.origin_lps_mm
+    transform = vtkTransform()
+    transform.SetMatrix(matrix.ravel().tolist())
+    moved = vtkTransformPolyDataFilter()
+    moved.SetInputData(polydata)
+    moved.SetTransform(transform)
+    moved.Update()
+    oriented = moved.GetOutput()
+    if signed_volume_mm3(oriented) < 0:
+        oriented = _reversed(oriented)
+    normals = vtkPolyDataNormals()
+    normals.SetInputData(oriented)
+    normals.SplittingOff()  # splitting duplicates points at sharp edges and would open the surface
+    normals.ConsistencyOff()
+    normals.AutoOrientNormalsOff()
+    normals.ComputePointNormalsOn()
+    normals.ComputeCellNormalsOff()
+    normals.Update()
+    return normals.GetOutput()
+
+
+def signed_volume_mm3(polydata: vtkPolyData) -> float:
+    """Enclosed volume by the divergence theorem: positive when the triangles face outward."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    points = vtk_to_numpy(polydata.GetPoints().GetData()).astype(np.float64)
+    cells = vtk_to_numpy(polydata.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    a, b, c = points[cells[:, 0]], points[cells[:, 1]], points[cells[:, 2]]
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def _reversed(polydata: vtkPolyData) -> vtkPolyData:
+    from vtkmodules.vtkFiltersCore import vtkReverseSense
+
+    reverse = vtkReverseSense()
+    reverse.SetInputData(polydata)
+    reverse.ReverseCellsOn()
+    reverse.Update()
+    return reverse.GetOutput()
+
+
+def write_surfaces(
+    surfaces: Mapping[str, vtkPolyData], folder: Path | str, *, include_obj: bool = False
+) -> list[Path]:
+    """Write each surface as ``<name>.stl`` and ``<name>.vtp`` (and ``<name>.obj``), atomically.
+
+    Args:
+        surfaces: name -> LPS surface, as :func:`extract_surfaces` returns.
+        folder: output folder, created when missing.
+        include_obj: also write Wavefront OBJ (for 3D printing and other viewers).
+
+    Returns:
+        The written paths.
+    """
+    from vtkmodules.vtkIOGeometry import vtkSTLWriter
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, polydata in surfaces.items():
+        stl = vtkSTLWriter()
+        stl.SetFileTypeToBinary()
+        stl.SetHeader(f"LVT {name} surface. {SPACE_TAG}")
+        written.append(_write_vtk(stl, polydata, folder / f"{name}.stl"))
+        vtp = vtkXMLPolyDataWriter()
+        vtp.SetDataModeToAppended()
+        vtp.SetCompressorTypeToZLib()
+        written.append(_write_vtk(vtp, _with_space_field(polydata), folder / f"{name}.vtp"))
+        if include_obj:
+            written.append(write_obj(polydata, folder / f"{name}.obj"))
+    return written
+
+
+def _write_vtk(writer: vtkWriter, polydata: vtkPolyData, path: Path) -> Path:
+    with atomic_path(path) as temporary:
+        writer.SetInputData(polydata)
+        writer.SetFileName(str(temporary))
+        if writer.Write() != 1:
+            raise OSError(f"{path}: VTK could not write the surface")
+    return path
+
+
+def _with_space_field(polydata: vtkPolyData) -> vtkPolyData:
+    """A shallow copy carrying Slicer's ``SPACE`` field-data string, so Slicer reads it as LPS."""
+    from vtkmodules.vtkCommonCore import vtkStringArray
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+
+    copy = vtkPolyData()
+    copy.ShallowCopy(polydata)
+    space = vtkStringArray()
+    space.SetName("SPACE")
+    space.InsertNextValue("LPS")
+    copy.GetFieldData().AddArray(space)
+    return copy
+
+
+def write_obj(polydata: vtkPolyData, path: Path | str) -> Path:
+    """Write a triangle surface as Wavefront OBJ (vertices, normals, faces), atomically, tagged LPS."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    path = Path(path)
+    points = vtk_to_numpy(polydata.GetPoints().GetData())
+    triangles = vtk_to_numpy(polydata.GetPolys().GetConnectivityArray()).reshape(-1, 3) + 1
+    normals = polydata.GetPointData().GetNormals()
+    lines = [f"# LVT surface. {SPACE_TAG}", *(f"v {x:.4f} {y:.4f} {z:.4f}" for x, y, z in points)]
+    if normals is not None:
+        lines += [f"vn {x:.4f} {y:.4f} {z:.4f}" for x, y, z in vtk_to_numpy(normals)]
+        lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in triangles]
+    else:
+        lines += [f"f {a} {b} {c}" for a, b, c in triangles]
+    with atomic_path(path) as temporary:
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def render_surfaces_png(
+    surfaces: Mapping[str, vtkPolyData], path: Path | str, *, size_px: tuple[int, int] = (720, 720)
+) -> Path:
+    """Render the surfaces off screen, seen from the front (patient's right on the image's left).
+
+    The liver is translucent so vessels and tumors show through it. Off-screen OpenGL can crash the
+    process outright when the system lacks a driver (VTK's OSMesa window without libOSMesa
+    segfaults), so a tiny render is first tried in a child process.
+
+    Args:
+        surfaces: name -> LPS surface ("liver", "vessels", "tumors"; others drawn grey).
+        path: PNG file to write.
+        size_px: (width, height) of the image.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OffscreenRenderingError: when off-screen rendering is unavailable or drew nothing.
+    """
+    if not surfaces:
+        raise ValueError("no surface to render")
+    check_offscreen_rendering()
+    window = _offscreen_render_window()
+    window.SetSize(*size_px)
+    window.AddRenderer(_front_view_renderer(surfaces))
+    window.Render()
+    png = _grab_png(window)
+    window.Finalize()
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(png)
+    return path
+
+
+_PROBE = (
+    "from lvt.measure.surfaces import _offscreen_render_window\n"
+    "w = _offscreen_render_window(); w.SetSize(8, 8); w.Render(); print(w.GetClassName())\n"
+)
+
+
+def check_offscreen_rendering(timeout_s: float = 120.0) -> str:
+    """Render 8x8 pixels in a child process; return the VTK window class that works.
+
+    Raises:
+        OffscreenRenderingError: naming what to install when the child fails or crashes.
+    """
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise OffscreenRenderingError(f"off-screen rendering test did not finish: {error}") from error
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise OffscreenRenderingError(
+            f"VTK cannot render off screen (exit code {done.returncode}: {detail}); on Linux install "
+            "an EGL driver (apt install libegl1 libgl1-mesa-dri) or OSMesa (apt install libosmesa6)"
+        )
+    return done.stdout.strip()
+
+
+def _offscreen_render_window() -> vtkRenderWindow:
+    """An off-screen render window: EGL on a Linux machine without a display, VTK's default otherwise.
+
+    VTK's default on Linux tries X first and logs a warning when there is no X server before it
+    falls back to EGL; asking for EGL directly keeps logs clean on servers.
+    """
+    import vtkmodules.vtkRenderingOpenGL2 as opengl
+    from vtkmodules.vtkRenderingCore import vtkRenderWindow
+
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    window = opengl.vtkEGLRenderWindow() if headless and hasattr(opengl, "vtkEGLRenderWindow") else None
+    window = window if window is not None else vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    return window
+
+
+_OPACITY = {"liver": 0.35, "vessels": 1.0, "tumors": 1.0}
+_COLOUR = {"liver": STRUCTURES[0].color_float, "vessels": STRUCTURES[VESSEL].color_float,
+           "tumors": STRUCTURES[TUMOR].color_float}
+
+
+def _front_view_renderer(surfaces: Mapping[str, vtkPolyData]) -> vtkRenderer:
+    """Renderer with one actor per surface and a camera looking from anterior, superior up."""
+    from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer
+
+    renderer = vtkRenderer()
+    renderer.SetBackground(1.0, 1.0, 1.0)
+    renderer.SetBackground2(0.86, 0.86, 0.88)  # near-grey background: any coloured pixel is a surface
+    renderer.GradientBackgroundOn()
+    # no depth peeling: VTK's default order-independent transparency draws the translucent liver,
+    # depth peeling drew nothing of it with Mesa's EGL (llvmpipe)
+    for name, polydata in surfaces.items():
+        mapper = vtkPolyDataMapper()
+        mapper.SetInputData(polydata)
+        mapper.ScalarVisibilityOff()
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(*_COLOUR.get(name, (0.7, 0.7, 0.7)))
+        actor.GetProperty().SetOpacity(_OPACITY.get(name, 1.0))
+        actor.GetProperty().SetSpecular(0.2)
+        renderer.AddActor(actor)
+    camera = renderer.GetActiveCamera()
+    # LPS: anterior is -P, so a camera in front of the patient sits at -y and looks towards +y;
+    # the screen's right is then +x = patient left, as on a frontal radiograph.
+    camera.SetFocalPoint(0.0, 0.0, 0.0)
+    camera.SetPosition(0.0, -1.0, 0.0)
+    camera.SetViewUp(0.0, 0.0, 1.0)
+    renderer.ResetCamera()
+    camera.Zoom(1.3)
+    return renderer
+
+
+def _grab_png(window: vtkRenderWindow) -> bytes:
+    """The window's pixels as PNG bytes; raises when the render left only the background."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOImage import vtkPNGWriter
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    grab = vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    rgb = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())[:, :3].astype(int)
+    coloured = (rgb.max(axis=1) - rgb.min(axis=1)) > 25
+    if coloured.mean() < 1e-3:
+        raise OffscreenRenderingError("off-screen rendering produced an empty image")
+    writer = vtkPNGWriter()
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.WriteToMemoryOn()
+    writer.Write()
+    return bytes(vtk_to_numpy(writer.GetResult()))

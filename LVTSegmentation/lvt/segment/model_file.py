@@ -1,0 +1,170 @@
+"""Model files: ``safetensors`` weights plus a JSON manifest that holds everything inference needs.
+
+The manifest names the weights file and its sha256, the classes, spacing, patch size, HU window,
+architecture and training provenance. Loading verifies the hash and the architecture; nothing is
+ever unpickled, so a model file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lvt.atomic import atomic_path, write_text_atomically
+from lvt.errors import ModelFileError
+from lvt.labels import CLASS_KEYS
+from lvt.segment.network import NetworkConfig, UNet, build_network
+from lvt.segment.window import Window
+
+MANIFEST_FORMAT = "lvt-model"
+MANIFEST_FORMAT_VERSION = 1
+BUNDLED_MODEL_NAME = "lvt_default"
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """What a model file promises: inference reads these settings, it never guesses them."""
+
+    name: str
+    version: str
+    spacing_mm: tuple[float, float, float]
+    patch_size_zyx: tuple[int, int, int]
+    window: Window
+    network: NetworkConfig
+    classes: tuple[str, ...] = CLASS_KEYS
+    tta_flip_axes: tuple[int, ...] = (0, 1, 2)
+    weights_file: str = ""
+    weights_sha256: str = ""
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if tuple(self.classes) != CLASS_KEYS:
+            raise ModelFileError(f"model classes {self.classes} are not the LVT classes {CLASS_KEYS}")
+        if any(p % self.network.divisor for p in self.patch_size_zyx):
+            raise ModelFileError(
+                f"patch size {self.patch_size_zyx} must be a multiple of {self.network.divisor} for this network"
+            )
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(
+            format=MANIFEST_FORMAT,
+            format_version=MANIFEST_FORMAT_VERSION,
+            window=self.window.to_dict(),
+            network=self.network.to_dict(),
+            classes=list(self.classes),
+            spacing_mm=list(self.spacing_mm),
+            patch_size_zyx=list(self.patch_size_zyx),
+            tta_flip_axes=list(self.tta_flip_axes),
+        )
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, source: Path | str = "manifest") -> ModelManifest:
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ModelFileError(f"{source}: not an LVT model manifest (format={data.get('format')!r})")
+        if int(data.get("format_version", 0)) > MANIFEST_FORMAT_VERSION:
+            raise ModelFileError(f"{source}: manifest format {data['format_version']} is newer than this LVT")
+        try:
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                spacing_mm=tuple(float(s) for s in data["spacing_mm"]),
+                patch_size_zyx=tuple(int(p) for p in data["patch_size_zyx"]),
+                window=Window.from_dict(data["window"]),
+                network=NetworkConfig.from_dict(data["network"]),
+                classes=tuple(data.get("classes", CLASS_KEYS)),
+                tta_flip_axes=tuple(int(a) for a in data.get("tta_flip_axes", (0, 1, 2))),
+                weights_file=str(data["weights_file"]),
+                weights_sha256=str(data["weights_sha256"]),
+                training=dict(data.get("training", {})),
+                metrics=dict(data.get("metrics", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(f"{source}: invalid manifest field: {error}") from error
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors atomically (contiguous CPU copies)."""
+    with atomic_path(path, suffix=".safetensors") as temporary:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
+
+
+def save_model(network: torch.nn.Module, manifest: ModelManifest, manifest_path: Path) -> ModelManifest:
+    """Write ``<name>.safetensors`` beside ``manifest_path`` and the manifest with its sha256.
+
+    Returns:
+        The manifest as written (weights file name and hash filled in).
+    """
+    manifest_path = Path(manifest_path)
+    weights_path = manifest_path.with_suffix(".safetensors")
+    save_tensors(weights_path, dict(network.state_dict()))
+    written = ModelManifest(**{**manifest.__dict__, "weights_file": weights_path.name,
+                               "weights_sha256": sha256_of_file(weights_path)})
+    write_text_atomically(manifest_path, json.dumps(written.to_dict(), indent=2) + "\n")
+    return written
+
+
+def read_manifest(path: Path | str) -> tuple[ModelManifest, Path]:
+    """Read a manifest (or find it beside a ``.safetensors`` file); return it and its path."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model manifest not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path}: manifest is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: manifest must be a JSON object")
+    return ModelManifest.from_dict(data, source=path), path
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UNet, ModelManifest]:
+    """Load a model for inference: verify the hash and the architecture, never unpickle.
+
+    Raises:
+        ModelFileError: missing or corrupt files, hash mismatch, or weights that do not fit the
+            manifest's architecture.
+    """
+    manifest, manifest_path = read_manifest(path)
+    weights_path = manifest_path.parent / manifest.weights_file
+    if not weights_path.is_file():
+        raise ModelFileError(f"{weights_path}: weights file named in {manifest_path.name} not found")
+    actual = sha256_of_file(weights_path)
+    if actual != manifest.weights_sha256:
+        raise ModelFileError(
+            f"{weights_path}: sha256 {actual[:12]}... does not match the manifest ({manifest.weights_sha256[:12]}...);"
+            " the file is corrupt or belongs to another model"
+        )
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({error})") from error
+    network = build_network(manifest.network)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ModelFileError(f"{weights_path}: weights do not match the manifest's architecture: {error}") from error
+    return network.to(device).eval(), manifest
+
+
+def bundled_model_path() -> Path:
+    """The manifest of the model shipped in ``Resources/Models`` of the source tree or extension."""
+    return Path(__file__).resolve().parents[3] / "Resources" / "Models" / f"{BUNDLED_MODEL_NAME}.json"

@@ -1,0 +1,342 @@
+"""The one-way flow of ``lvt segment`` and ``lvt measure``: CT in, a complete output folder out.
+
+read CT -> model grid -> sliding window -> probabilities -> back to the CT grid (inside the liver
+region only) -> exclusive labels + clean-up -> segmentation, labels, surfaces, measurements, report.
+The output folder is assembled in a temporary sibling and renamed at the end, so an error or a
+cancel never leaves half a result behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lvt.atomic import atomic_folder
+from lvt.errors import InputError
+from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
+from lvt.image import Image
+from lvt.labels import LIVER, TUMOR
+from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.segment.postprocess import PostprocessConfig, largest_component, postprocess
+from lvt.segment.predict import Predictor, WindowStats
+
+if TYPE_CHECKING:
+    from lvt.measure.volumes_and_lesions import Lesion
+
+logger = logging.getLogger(__name__)
+
+REGION_MARGIN_MM = 10.0
+DEFAULT_RESECTION_SEGMENT = "Resection"
+
+
+@dataclass
+class SegmentationResult:
+    """Labels on the input grid plus what it took to get them."""
+
+    labels: Image
+    dropped_tumors: list[dict]
+    window_stats: WindowStats
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def segment_image(
+    ct: Image, predictor: Predictor, config: PostprocessConfig | None = None,
+    progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+) -> SegmentationResult:
+    """Segment a CT already in memory; the labels share the CT's exact grid."""
+    timings: dict[str, float] = {}
+    manifest = predictor.manifest
+    with _timed(timings, "resample"):
+        report(progress, "resample", 0, 1, f"resampling to {manifest.spacing_mm} mm")
+        model_image = resample_to_spacing(ct, manifest.spacing_mm, interpolation="linear", default_value=-1024.0)
+    check_cancel(cancel)
+    with _timed(timings, "inference"):
+        probabilities, stats = predictor.predict_probabilities(model_image.array, progress, cancel)
+    check_cancel(cancel)
+    with _timed(timings, "postprocess"):
+        report(progress, "postprocess", 0, 1, "labels on the input grid")
+        labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig())
+        report(progress, "postprocess", 1, 1, "done")
+    return SegmentationResult(ct.with_array(labels), dropped, stats, timings)
+
+
+def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarray,
+                          config: PostprocessConfig) -> tuple[np.ndarray, list[dict]]:
+    """Resample probabilities back only around the liver, threshold and clean up there."""
+    labels = np.zeros(ct.array.shape, dtype=np.uint8)
+    region = largest_component((probabilities[LIVER] > 0.5) | (probabilities[TUMOR] > 0.5))
+    box = bounding_box_in(ct, model_image, region, REGION_MARGIN_MM) if region.any() else None
+    if box is None:
+        return labels, []
+    ct_region = crop(ct, box)
+    local = resample_channels_like(probabilities, model_image, ct_region)
+    result = postprocess(local, ct_region, config)
+    labels[box] = result.labels
+    return labels, result.dropped_tumors
+
+
+@contextlib.contextmanager
+def atomic_output_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary sibling folder that replaces ``out_dir`` only when the block succeeds."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise InputError(out_dir, "output folder already exists (use --overwrite to replace it)")
+    with atomic_folder(out_dir) as staging:
+        yield staging
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How ``lvt segment`` runs: model, device, TTA, clean-up and which outputs to write."""
+
+    model_path: Path | None = None
+    device: str = "auto"
+    use_tta: bool = False
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    series_uid: str | None = None
+    allow_non_ct: bool = False
+    overwrite: bool = False
+    write_surfaces: bool = True
+
+    @classmethod
+    def from_args(cls, args: object) -> SegmentOptions:
+        """Options from parsed ``lvt`` arguments (missing ones keep their defaults)."""
+        get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+        return cls(
+            model_path=get("model"), device=get("device", "auto"), use_tta=bool(get("tta", False)),
+            postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05)),
+            series_uid=get("series"), allow_non_ct=bool(get("force", False)), overwrite=bool(get("overwrite", False)),
+            write_surfaces=not get("no_surfaces", False),
+        )
+
+
+def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = None) -> tuple[Predictor, list[str]]:
+    """The model named in the options (the bundled one by default) on the requested device.
+
+    Returns:
+        The predictor and any note for the user (e.g. that it fell back to the CPU).
+    """
+    from lvt.segment.model_file import bundled_model_path
+    from lvt.segment.predict import SlidingWindowConfig, resolve_device
+
+    device, message = resolve_device(options.device)
+    if message:
+        report(progress, "read", 0, 1, message)
+    path = options.model_path or bundled_model_path()
+    predictor = Predictor.from_file(path, str(device), SlidingWindowConfig(use_tta=options.use_tta))
+    return predictor, [message] if message else []
+
+
+@dataclass(frozen=True)
+class ResectionRegion:
+    """A user-drawn resection region on the labels' grid (nonzero inside) and where it came from."""
+
+    mask: Image
+    source: str
+
+
+def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
+                  inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
+                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
+                  resection: ResectionRegion | None = None) -> dict:
+    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
+
+    With a ``resection`` region, report.json's "planning" section gains "remnant" (see
+    :func:`lvt.measure.planning.liver_remnant`).
+    """
+    from lvt.io import write_image, write_segmentation
+    from lvt.measure.planning import planning_summary
+    from lvt.measure.report import build_report, write_html_report, write_report_json
+    from lvt.measure.volumes_and_lesions import measure_labels
+
+    report(progress, "measure", 0, 1, "volumes and diameters")
+    write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
+    write_segmentation(labels, folder / "segmentation.seg.nrrd")
+    measurements = measure_labels(labels)
+    report(progress, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
+    check_cancel(cancel)
+    surfaces = None
+    if write_surfaces:
+        from lvt.measure.surfaces import extract_surfaces
+        from lvt.measure.surfaces import write_surfaces as write_surface_files
+
+        report(progress, "surfaces", 0, 1, "3D surfaces")
+        surfaces = extract_surfaces(labels)
+        write_surface_files(surfaces, folder / "surfaces")
+        report(progress, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
+    check_cancel(cancel)
+    report(progress, "report", 0, 1, "report")
+    document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
+                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings)
+    document["planning"] = planning_summary(labels, measurements.lesions)
+    if resection is not None:
+        _add_remnant(document, labels, resection, measurements.lesions)
+    write_html_report(document, ct, labels, surfaces, folder)  # may add a warning: write the JSON after it
+    write_report_json(document, folder / "report.json")
+    report(progress, "report", 1, 1, "done")
+    return document
+
+
+def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
+    """report.json's planning.remnant for a resection region; a warning when the region misses the liver."""
+    from lvt.measure.planning import liver_remnant
+
+    remnant = liver_remnant(labels, resection.mask, lesions)
+    document["planning"]["remnant"] = {"source": resection.source, **remnant.to_dict()}
+    if remnant.resected_liver_ml == 0.0:
+        document["warnings"].append(f"the resection region {resection.source} does not touch the liver: "
+                                    "the remnant is the whole liver")
+
+
+def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> dict:
+    """``lvt segment``: read a CT, segment it, write the complete output folder atomically.
+
+    Returns:
+        The report (as written to report.json).
+    """
+    from lvt.io import read_image
+
+    with atomic_output_folder(out_dir, options.overwrite) as staging:
+        report(progress, "read", 0, 1, f"reading {input_path}")
+        started = time.perf_counter()
+        ct = read_image(input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct)
+        read_seconds = time.perf_counter() - started
+        predictor, notes = load_predictor(options, progress)
+        report(progress, "read", 1, 1, f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
+        result = segment_image(ct, predictor, options.postprocess, progress, cancel)
+        result.timings_s["read"] = round(read_seconds, 3)
+        inference = inference_summary(options, result, notes)
+        return write_outputs(staging, result.labels, ct, input_path=input_path, model=model_summary(predictor),
+                             inference=inference, dropped=result.dropped_tumors,
+                             min_volume_ml=options.postprocess.min_tumor_volume_ml,
+                             write_surfaces=options.write_surfaces, warnings=collect_warnings(options, notes, result),
+                             progress=progress, cancel=cancel)
+
+
+def collect_warnings(options: SegmentOptions, notes: list[str], result: SegmentationResult) -> list[str]:
+    """Device notes are warnings only when the user asked for a device and did not get it."""
+    return (notes if options.device != "auto" else []) + result.window_stats.notes
+
+
+def model_summary(predictor: Predictor) -> dict:
+    manifest = predictor.manifest
+    return {"name": manifest.name, "version": manifest.version, "spacing_mm": list(manifest.spacing_mm),
+            "weights_sha256": manifest.weights_sha256}
+
+
+def inference_summary(options: SegmentOptions, result: SegmentationResult, notes: list[str]) -> dict:
+    stats = result.window_stats
+    return {"device": stats.device, "tta": options.use_tta, "windows_total": stats.windows_total,
+            "windows_computed": stats.windows_computed, "windows_skipped_air": stats.windows_skipped_air,
+            "timings_s": result.timings_s, "notes": notes + stats.notes}
+
+
+def parse_value_map(text: str | None) -> dict[int, int] | None:
+    """'1=1,2=3' -> {1: 1, 2: 3}; None stays None (identity 0..3)."""
+    if not text:
+        return None
+    try:
+        pairs = (item.split("=") for item in text.split(","))
+        return {int(source): int(target) for source, target in pairs}
+    except ValueError as error:
+        raise InputError(None, f"--value-map must look like '1=1,2=3', got {text!r}") from error
+
+
+def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
+                 value_map: dict[int, int] | None = None, overwrite: bool = False, write_surfaces: bool = True,
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+                 resection_path: Path | None = None, resection_segment: str | None = None) -> dict:
+    """``lvt measure``: measurements, surfaces and report from an existing (edited) segmentation.
+
+    A Slicer-edited segmentation may be stored cropped: with ``--ct`` it is placed back on the CT
+    grid (nearest neighbour, exact for a crop); without, it is measured on its own grid.
+
+    Args:
+        resection_path: a resection region (label map, nonzero inside, or ``.seg.nrrd``) for the
+            liver remnant; with only ``resection_segment``, that segment of ``seg_path`` itself.
+        resection_segment: the segment's name in a ``.seg.nrrd`` (any case).
+
+    Raises:
+        InputError: the segmentation does not lie on the CT's grid (other spacing or orientation),
+            or the resection region is unusable (see :func:`read_resection_region`).
+    """
+    from lvt.grid import resample_like
+    from lvt.io import read_image, read_segmentation
+
+    with atomic_output_folder(out_dir, overwrite) as staging:
+        report(progress, "read", 0, 1, f"reading {seg_path}")
+        labels = read_segmentation(seg_path, value_map)
+        ct = None
+        if ct_path is not None:
+            ct = read_image(ct_path)
+            _check_on_ct_grid(labels, ct, seg_path, ct_path)
+            labels = resample_like(labels, ct, interpolation="nearest")
+        resection = None
+        if resection_path is not None or resection_segment is not None:
+            if not (labels.array > 0).any():
+                raise InputError(seg_path, "has no liver, so there is no liver remnant to compute")
+            resection = read_resection_region(resection_path or seg_path, resection_segment, labels)
+        report(progress, "read", 1, 1, "done")
+        return write_outputs(staging, labels, ct, input_path=seg_path, model=None, inference=None, dropped=[],
+                             min_volume_ml=0.0, write_surfaces=write_surfaces, warnings=[], progress=progress,
+                             cancel=cancel, resection=resection)
+
+
+def _check_on_ct_grid(labels: Image, ct: Image, seg_path: Path, ct_path: Path) -> None:
+    """A segmentation matches a CT when it has its spacing and direction and its voxels fall on the CT's."""
+    offset = ct.lps_to_ijk(np.asarray(labels.origin_lps_mm))[0]
+    aligned = (np.allclose(labels.spacing_mm, ct.spacing_mm, rtol=1e-4)
+               and np.allclose(labels.direction, ct.direction, atol=1e-4)
+               and np.allclose(offset, np.round(offset), atol=1e-3))
+    if not aligned:
+        raise InputError(seg_path, f"segmentation grid does not match the CT {ct_path} (spacing "
+                         f"{labels.spacing_mm} vs {ct.spacing_mm}, or different orientation or voxel positions)")
+
+
+def read_resection_region(path: Path, segment_name: str | None, labels: Image) -> ResectionRegion:
+    """Read a resection region and place it on the labels' grid (nearest neighbour; any grid is accepted).
+
+    A ``.seg.nrrd`` gives one segment: ``segment_name`` (exact, else in any case), by default the
+    one named "Resection", else its only segment. Any other file is a label map, nonzero inside.
+
+    Raises:
+        InputError: unreadable file, no such segment, an empty region, or a region none of whose
+            voxels falls on the labels' grid (drawn on another study).
+    """
+    from lvt.grid import describe_grid, resample_like
+    from lvt.io import is_slicer_segmentation, read_label_image, read_segment_mask
+
+    path = Path(path)
+    if is_slicer_segmentation(path):
+        mask, name = read_segment_mask(path, segment_name, DEFAULT_RESECTION_SEGMENT)
+        source = f"{path} (segment {name!r})"
+    elif segment_name is not None:
+        raise InputError(path, f"is a label map, not a .seg.nrrd: it has no segment {segment_name!r}")
+    else:
+        mask, source = read_label_image(path), str(path)
+    if not mask.array.any():
+        raise InputError(path, f"the resection region {source} is empty")
+    on_grid = resample_like(mask.with_array((mask.array != 0).astype(np.uint8)), labels, interpolation="nearest")
+    if not on_grid.array.any():
+        raise InputError(path, f"no voxel of the resection region lies on the segmentation's grid (region: "
+                         f"{describe_grid(mask)}; segmentation: {describe_grid(labels)}); was it drawn on "
+                         "another study?")
+    return ResectionRegion(on_grid, source)

@@ -1,0 +1,420 @@
+"""Sliding-window inference at the model's resolution.
+
+Windows of the training patch size with 50 % overlap (nnU-Net's step rule) placed over the body's
+bounding box, a separable Gaussian importance map (MONAI's), several windows per forward pass,
+logits accumulated in preallocated float32 buffers at model resolution only and on the device that
+runs the network, windows that hold nothing but air skipped (counted in the stats), freed memory kept
+in the process while the CPU runs the network, optional flip test-time augmentation, fp16 autocast on
+CUDA only. What each of these choices bought is measured in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.segment.model_file import ModelManifest, load_model
+from lvt.segment.network import UNet, probabilities_from_logits
+from lvt.segment.window import apply_window
+
+logger = logging.getLogger(__name__)
+
+AIR_HU = -1024.0
+GAUSSIAN_FLOOR = 1e-3  # as MONAI: a window's far corners still count a little, and never 0/0
+WINDOWS_PER_BATCH_CPU = 1  # 2 or 4 are no faster on 2 idle cores and need ~0.4 GB more (docs/performance.md)
+WINDOWS_PER_BATCH_CUDA = 4
+
+
+@dataclass(frozen=True)
+class SlidingWindowConfig:
+    """Runtime knobs of the sliding window (the patch size comes from the model manifest).
+
+    Attributes:
+        overlap: fraction of the patch shared by neighbouring windows (0.5 as nnU-Net and MONAI).
+        windows_per_batch: windows per forward pass; None picks per device (1 on CPU, 4 on CUDA).
+        use_tta: average the predictions of all flips along the manifest's TTA axes.
+        skip_air_windows: do not run the network on windows whose voxels are all below
+            ``air_threshold_hu`` (their voxels become background unless another window covers them).
+        air_threshold_hu: the HU under which a voxel counts as air.
+        crop_to_body: place the windows over the box of the body (voxels above ``air_threshold_hu``)
+            instead of the whole image, so the cost follows the body, not the field of view; the
+            report counts the windows this saves as skipped air.
+        use_channels_last: run the network in channels-last 3D memory format (helps tensor cores on
+            GPUs; measured slower on AVX2 CPUs).
+        use_compile: ``torch.compile`` the network (pays only when many windows amortise the
+            compilation; needs a working compiler toolchain).
+    """
+
+    overlap: float = 0.5
+    windows_per_batch: int | None = None
+    use_tta: bool = False
+    skip_air_windows: bool = True
+    air_threshold_hu: float = -500.0
+    use_channels_last: bool = False
+    use_compile: bool = False
+    crop_to_body: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.windows_per_batch is not None and self.windows_per_batch < 1:
+            raise ValueError(f"windows_per_batch must be >= 1 or None, got {self.windows_per_batch}")
+
+    def batch_size_for(self, device: torch.device) -> int:
+        """Windows per forward pass on ``device`` (the configured number, else the device default)."""
+        if self.windows_per_batch is not None:
+            return self.windows_per_batch
+        return WINDOWS_PER_BATCH_CUDA if device.type == "cuda" else WINDOWS_PER_BATCH_CPU
+
+
+@dataclass
+class WindowStats:
+    """What the sliding window did, for the report and the benchmarks."""
+
+    windows_total: int = 0
+    windows_computed: int = 0
+    windows_skipped_air: int = 0
+    forward_passes: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> tuple[torch.device, str | None]:
+    """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a device, with a message when falling back."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), None
+        return torch.device("cpu"), "no CUDA GPU found: running on the CPU"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu"), f"--device {name} requested but CUDA is not available: running on the CPU"
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return torch.device("cpu"), "--device mps requested but MPS is not available: running on the CPU"
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return torch.device(name), None
+
+
+def available_cpu_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host reports 64 cores to ``os.cpu_count()``;
+    64 threads fighting over 2 cores are far slower than 2.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
+    return cores
+
+
+@contextlib.contextmanager
+def retained_heap(enabled: bool = True) -> Iterator[None]:
+    """Keep freed memory in the process (glibc) while the network runs on the CPU; hand it back after.
+
+    glibc serves each large activation buffer with a fresh ``mmap`` and returns it on free, so every
+    window faults in about a gigabyte of zeroed pages again: on the 2-core benchmark machine a quarter
+    of the CPU time went to the kernel. Raising the mmap and trim thresholds keeps those pages; on
+    exit the defaults come back and ``malloc_trim`` releases what was kept. A no-op off glibc.
+    """
+    libc = _glibc() if enabled else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        libc.malloc_trim(0)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from glibc's malloc.h
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def compute_window_starts(image_size: int, patch_size: int, overlap: float) -> list[int]:
+    """Window starts along one axis: evenly spread, first at 0, last flush with the end.
+
+    Example: image 110, patch 64, overlap 0.5 -> step target 32, n = ceil((110-64)/32)+1 = 3 windows,
+    spread evenly: starts 0, 23, 46.
+    """
+    if image_size <= patch_size:
+        return [0]
+    target_step = patch_size * (1.0 - overlap)
+    n_windows = math.ceil((image_size - patch_size) / target_step) + 1
+    actual_step = (image_size - patch_size) / (n_windows - 1)
+    return [round(actual_step * i) for i in range(n_windows)]
+
+
+@lru_cache(maxsize=4)
+def gaussian_importance_map(patch_size: tuple[int, int, int], sigma_fraction: float = 0.125) -> np.ndarray:
+    """Gaussian weights favouring window centres: never below 1e-3, peak 1, mirror-symmetric.
+
+    Separable and centred between the two middle voxels of an even patch, so a flipped window gets
+    flipped weights (flip TTA and flipped images stay consistent). Sigma is ``sigma_fraction`` of
+    the patch along each axis. This is MONAI's ``compute_importance_map(mode="gaussian")`` (same
+    floor) rescaled to peak 1, which leaves weighted averages unchanged: the two engines agree.
+
+    Returns:
+        (Z, Y, X) read-only float32 array.
+    """
+    profiles = []
+    for size in patch_size:
+        offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+        profiles.append(np.exp(-0.5 * (offsets / (size * sigma_fraction)) ** 2))
+    weights = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+    weights = np.maximum(weights, GAUSSIAN_FLOOR)
+    weights = (weights / weights.max()).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    # fp16 on CUDA only: CPU autocast is slow on many CPUs and fp16 accumulation there is slower still.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _pad_to_patch(hu: np.ndarray, patch: tuple[int, int, int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Pad with air where the image is smaller than the patch; return the crop that undoes it."""
+    pads = [max(0, p - s) for s, p in zip(hu.shape, patch, strict=True)]
+    if not any(pads):
+        return hu, tuple(slice(None) for _ in pads)
+    widths = [(p // 2, p - p // 2) for p in pads]
+    padded = np.pad(hu, widths, constant_values=AIR_HU)
+    return padded, tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, hu.shape, strict=True))
+
+
+def _box(start: tuple[int, ...], patch: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for first in range(0, len(items), size):
+        yield items[first:first + size]
+
+
+@dataclass
+class _Accumulator:
+    """Gaussian-weighted sums of logits and of weights, preallocated at model resolution on one device."""
+
+    logits: torch.Tensor  # (C, Z, Y, X) float32
+    weights: torch.Tensor  # (Z, Y, X) float32
+    gaussian: torch.Tensor  # (Z, Y, X) float32 patch weights
+
+    @classmethod
+    def allocate(cls, channels: int, shape: tuple[int, ...], patch: tuple[int, ...],
+                 device: torch.device) -> _Accumulator:
+        return cls(torch.zeros((channels, *shape), dtype=torch.float32, device=device),
+                   torch.zeros(shape, dtype=torch.float32, device=device),
+                   torch.tensor(gaussian_importance_map(patch), device=device))
+
+    def add(self, boxes: list[tuple[slice, ...]], outputs: torch.Tensor) -> None:
+        """Add (B, C, *patch) float32 logits, one per box, weighted in place."""
+        outputs.mul_(self.gaussian)
+        for box, output in zip(boxes, outputs, strict=True):
+            self.logits[(slice(None), *box)] += output
+            self.weights[box] += self.gaussian
+
+    def mean_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted mean logits (in place) and the (Z, Y, X) mask of voxels some window reached."""
+        covered = self.weights > 0
+        return self.logits.div_(self.weights.clamp_(min=torch.finfo(torch.float32).tiny)), covered
+
+
+def body_box(hu: np.ndarray, threshold_hu: float, min_shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The smallest index box holding every voxel above ``threshold_hu``, grown to at least ``min_shape``.
+
+    A cheap body mask: the patient (and the table) are above -500 HU, air is not. Growing keeps the
+    box inside the image, centred on the body where it can; the image must be at least ``min_shape``.
+
+    Args:
+        hu: (Z, Y, X) HU image.
+        threshold_hu: voxels above it count as body.
+        min_shape: the patch size: the box is never smaller.
+
+    Returns:
+        One slice per axis, or None when no voxel is above the threshold.
+    """
+    above = hu > threshold_hu
+    box = []
+    for axis, (size, minimum) in enumerate(zip(hu.shape, min_shape, strict=True)):
+        occupied = np.flatnonzero(above.any(axis=tuple(a for a in range(hu.ndim) if a != axis)))
+        if occupied.size == 0:
+            return None
+        low, high = int(occupied[0]), int(occupied[-1]) + 1
+        width = max(minimum, high - low)
+        first = min(max(0, low - (width - (high - low)) // 2), size - width)
+        box.append(slice(first, first + width))
+    return tuple(box)
+
+
+def count_windows(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float) -> int:
+    """Windows a sliding window over the whole (padded) image would run."""
+    return math.prod(len(compute_window_starts(max(s, p), p, overlap)) for s, p in zip(shape, patch, strict=True))
+
+
+class Predictor:
+    """A loaded model on a device, ready to segment many images (the GUI process, CLI and validation)."""
+
+    def __init__(self, network: UNet, manifest: ModelManifest, device: torch.device,
+                 config: SlidingWindowConfig | None = None) -> None:
+        self.network = network.to(device).eval()
+        self.network.deep_supervision = False
+        self.manifest = manifest
+        self.device = device
+        self.config = config or SlidingWindowConfig()
+        self._memory_format = torch.channels_last_3d if self.config.use_channels_last else torch.contiguous_format
+        if self.config.use_channels_last:
+            self.network.to(memory_format=torch.channels_last_3d)
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
+            torch.compile(self.network, dynamic=False) if self.config.use_compile else None)
+
+    @classmethod
+    def from_file(cls, path: Path | str, device: str = "auto", config: SlidingWindowConfig | None = None) -> Predictor:
+        resolved, message = resolve_device(device)
+        if message:
+            logger.info(message)
+        network, manifest = load_model(path, resolved)
+        return cls(network, manifest, resolved, config)
+
+    @torch.inference_mode()
+    def predict_probabilities(self, hu: np.ndarray, progress: ProgressCallback | None = None,
+                              cancel: threading.Event | None = None) -> tuple[np.ndarray, WindowStats]:
+        """Class probabilities on the model grid.
+
+        Args:
+            hu: (Z, Y, X) HU image already resampled to the model spacing.
+
+        Returns:
+            (3, Z, Y, X) float32 probabilities (liver, vessel, tumor) and the window statistics. Voxels
+            that no computed window reached (air) have probability 0.
+        """
+        hu = np.asarray(hu, dtype=np.float32)
+        try:
+            return self._predict(hu, self.device, progress, cancel)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            note = "CUDA ran out of memory: continuing on the CPU"
+            logger.warning(note)
+            report(progress, "inference", 0, 1, note)
+            self.network.to("cpu")
+            self._compiled = None
+            probabilities, stats = self._predict(hu, torch.device("cpu"), progress, cancel)
+            stats.notes.append(note)
+            return probabilities, stats
+
+    def _predict(self, hu: np.ndarray, device: torch.device, progress: ProgressCallback | None,
+                 cancel: threading.Event | None) -> tuple[np.ndarray, WindowStats]:
+        """Pad -> body box -> windows -> stitch -> probabilities -> crop back."""
+        start_time = time.perf_counter()
+        patch = tuple(self.manifest.patch_size_zyx)
+        padded, unpad = _pad_to_patch(hu, patch)
+        stats = WindowStats(windows_total=count_windows(padded.shape, patch, self.config.overlap), device=str(device))
+        box = self._region(padded, patch)
+        probabilities = np.zeros((len(self.manifest.classes), *padded.shape), dtype=np.float32)
+        if box is not None:
+            with retained_heap(device.type == "cpu"):
+                accumulator = self._sliding_window(padded[box], device, stats, progress, cancel)
+                self._write_probabilities(accumulator, probabilities[(slice(None), *box)])
+        stats.windows_skipped_air = stats.windows_total - stats.windows_computed
+        stats.forward_passes = stats.windows_computed * (self._tta_passes() if self.config.use_tta else 1)
+        stats.seconds = time.perf_counter() - start_time
+        if padded is hu:
+            return probabilities, stats
+        return np.ascontiguousarray(probabilities[(slice(None), *unpad)]), stats
+
+    def _region(self, padded: np.ndarray, patch: tuple[int, ...]) -> tuple[slice, ...] | None:
+        """Where windows go: the body's box, or the whole image when cropping is off."""
+        if self.config.crop_to_body:
+            return body_box(padded, self.config.air_threshold_hu, patch)
+        return tuple(slice(0, s) for s in padded.shape)
+
+    def _sliding_window(self, region: np.ndarray, device: torch.device, stats: WindowStats,
+                        progress: ProgressCallback | None, cancel: threading.Event | None) -> _Accumulator:
+        """Run the windows over ``region`` (at least one patch in size) and accumulate their logits."""
+        patch = tuple(self.manifest.patch_size_zyx)
+        starts = itertools.product(*(compute_window_starts(s, p, self.config.overlap)
+                                     for s, p in zip(region.shape, patch, strict=True)))
+        keep = [s for s in starts if not self._is_air(region, s, patch)]
+        skipped = stats.windows_total - len(keep)
+        accumulator = _Accumulator.allocate(self.manifest.network.out_channels, region.shape, patch, device)
+        source = torch.from_numpy(region).to(device)  # on a GPU: one upload, windows cut out there
+        report(progress, "inference", 0, len(keep), f"{len(keep)} windows ({skipped} air windows skipped)")
+        for chunk in _batches(keep, self.config.batch_size_for(device)):
+            check_cancel(cancel)
+            boxes = [_box(s, patch) for s in chunk]
+            inputs = torch.stack([source[box] for box in boxes]).unsqueeze(1)
+            accumulator.add(boxes, self._forward_with_tta(apply_window(inputs, self.manifest.window), device))
+            stats.windows_computed += len(chunk)
+            report(progress, "inference", stats.windows_computed, len(keep),
+                   f"window {stats.windows_computed}/{len(keep)} ({skipped} air windows skipped)")
+        return accumulator
+
+    def _write_probabilities(self, accumulator: _Accumulator, destination: np.ndarray) -> None:
+        """Turn the accumulated logits into probabilities (in place) and copy them into ``destination``."""
+        logits, covered = accumulator.mean_logits()
+        if self.manifest.network.head == "sigmoid":
+            probabilities = torch.sigmoid_(logits)  # in place: a second (C, Z, Y, X) buffer would double the peak
+        else:
+            probabilities = probabilities_from_logits(logits[None], self.manifest.network.head)[0]
+        probabilities.mul_(covered)
+        torch.from_numpy(destination).copy_(probabilities)
+
+    def _is_air(self, region: np.ndarray, start: tuple[int, ...], patch: tuple[int, ...]) -> bool:
+        return self.config.skip_air_windows and float(region[_box(start, patch)].max()) < self.config.air_threshold_hu
+
+    def _tta_passes(self) -> int:
+        return 2 ** len(self.manifest.tta_flip_axes)
+
+    def _run_network(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+        inputs = inputs.contiguous(memory_format=self._memory_format)
+        if self._compiled is None or device != self.device:
+            return self.network(inputs)
+        batch = self.config.batch_size_for(device)
+        if inputs.shape[0] == batch:
+            return self._compiled(inputs)
+        # A short last batch is filled up to the compiled shape rather than triggering a recompilation.
+        filler = inputs[-1:].expand(batch - inputs.shape[0], *inputs.shape[1:])
+        return self._compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
+
+    def _forward_with_tta(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B, C, *patch) float32 logits of a (B, 1, *patch) windowed batch, averaged over flips with TTA."""
+        self.network.to(device)
+        with _autocast(device):
+            total = self._run_network(inputs, device).float()
+            if not self.config.use_tta:
+                return total
+            spatial_axes = [2 + a for a in self.manifest.tta_flip_axes]
+            for n_axes in range(1, len(spatial_axes) + 1):
+                for axes in itertools.combinations(spatial_axes, n_axes):
+                    total += torch.flip(self._run_network(torch.flip(inputs, axes), device), axes).float()
+        return total.div_(self._tta_passes())

@@ -1,0 +1,1 @@
+"""Training the paper's method: config, data, sampling, augmentation, losses, the loop."""

@@ -1,0 +1,1 @@
+"""Training data: dataset specs, discovery, loading, the preprocessed cache."""
