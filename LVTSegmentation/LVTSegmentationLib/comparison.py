@@ -3,7 +3,7 @@
 The table shows the last comparison of compare.json (the current study against the one before it):
 the liver, every matched, new and vanished lesion with its sizes at both times and the change, and
 a RECIST 1.1 row whose note says that a radiologist confirms the category. Numbers are copied from
-compare.json, never recomputed here: the core owns matching and RECIST (lvt.followup.compare).
+compare.json, never recomputed here: the core owns matching and RECIST (lvt.followup.compare, lvt.followup.recist).
 """
 
 from __future__ import annotations

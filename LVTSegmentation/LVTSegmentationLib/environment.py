@@ -38,6 +38,7 @@ CORE_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("matplotlib", "matplotlib>=3.8,<4"),
     Requirement("yaml", "PyYAML>=6,<7"),
     Requirement("psutil", "psutil>=5.9"),
+    Requirement("tqdm", "tqdm>=4.66,<5"),
 )
 SLICER_OWNED_DISTRIBUTIONS: tuple[str, ...] = ("numpy", "SimpleITK", "vtk")
 

@@ -32,11 +32,6 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def write_bytes_atomically(path: Path | str, data: bytes) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(data)
-
-
 def write_text_atomically(path: Path | str, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8", newline="")

@@ -9,13 +9,12 @@ live here and nowhere else.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from lvt.image import Image
+from lvt.image import AIR_HU, Image, corner_points
 
 if TYPE_CHECKING:
     import SimpleITK
@@ -93,9 +92,7 @@ def canonical_grid(image: Image, spacing_mm: tuple[float, float, float]) -> Imag
     spacing = np.asarray(spacing_mm, dtype=float)
     if spacing.shape != (3,) or np.any(spacing <= 0):
         raise ValueError(f"spacing must be three positive numbers, got {spacing_mm}")
-    sizes = np.asarray(image.size_ijk, dtype=float)
-    faces = np.array(list(itertools.product((0.0, 1.0), repeat=3)))
-    corners = image.ijk_to_lps(faces * sizes - 0.5)
+    corners = image.extent_corners_lps()
     low, high = corners.min(axis=0), corners.max(axis=0)
     # A small tolerance keeps an extent of exactly n voxels from rounding up to n + 1.
     size_ijk = np.maximum(1, np.ceil((high - low) / spacing - 1e-4)).astype(int)
@@ -109,7 +106,7 @@ def resample_to_spacing(
     spacing_mm: tuple[float, float, float],
     *,
     interpolation: Interpolation = "linear",
-    default_value: float = -1024.0,
+    default_value: float = AIR_HU,
 ) -> Image:
     """Resample onto the model's canonical grid: identity direction, ``spacing_mm``, full extent.
 
@@ -259,8 +256,7 @@ def bounding_box_in(
     margin_ijk = margin_mm / np.asarray(source.spacing_mm)
     low_ijk = np.array([indices[0] for indices in occupied_kji[::-1]]) - 0.5 - margin_ijk
     high_ijk = np.array([indices[-1] for indices in occupied_kji[::-1]]) + 0.5 + margin_ijk
-    corners = np.array(list(itertools.product(*zip(low_ijk, high_ijk, strict=True))))
-    in_target = target.lps_to_ijk(source.ijk_to_lps(corners))
+    in_target = target.lps_to_ijk(source.ijk_to_lps(corner_points(low_ijk, high_ijk)))
     # Voxel n covers continuous indices [n - 0.5, n + 0.5].
     first = np.maximum(np.floor(in_target.min(axis=0) + 0.5).astype(int), 0)
     last = np.minimum(np.ceil(in_target.max(axis=0) - 0.5).astype(int), np.asarray(target.size_ijk) - 1)

@@ -6,15 +6,29 @@ Axis conventions, fixed for the whole core:
 - Column ``c`` of ``direction`` is the unit LPS vector of index axis ``c``.
 
 Slicer speaks RAS: :func:`ijk_to_ras_matrix` is the one place where LPS becomes RAS.
+Voxel ``n`` covers the continuous indices ``[n - 0.5, n + 0.5]``: a grid's physical extent runs from
+-0.5 to ``size - 0.5`` along each index axis (:meth:`Image.extent_corners_lps`).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# CT values of air: what fills space outside a scan (the scanners' padding value), and the level
+# below which a voxel counts as air rather than body (patient and table lie above it).
+AIR_HU = -1024.0
+AIR_THRESHOLD_HU = -500.0
+
+
+def corner_points(low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """(2**n, n) corners of the box from ``low`` to ``high``, the first coordinate varying slowest."""
+    return np.array(list(itertools.product(*zip(low, high, strict=True))), dtype=float)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,9 +94,11 @@ class Image:
 
     def physical_corners_lps(self) -> np.ndarray:
         """(8, 3) LPS positions of the centres of the eight corner voxels."""
-        i, j, k = (n - 1 for n in self.size_ijk)
-        corners = np.array([[a, b, c] for a in (0, i) for b in (0, j) for c in (0, k)], dtype=float)
-        return self.ijk_to_lps(corners)
+        return self.ijk_to_lps(corner_points((0, 0, 0), [n - 1 for n in self.size_ijk]))
+
+    def extent_corners_lps(self) -> np.ndarray:
+        """(8, 3) LPS corners of the region the voxels cover (continuous indices -0.5 and size - 0.5)."""
+        return self.ijk_to_lps(corner_points((-0.5, -0.5, -0.5), [n - 0.5 for n in self.size_ijk]))
 
     def axial_axis(self) -> int:
         """Index axis (0=i, 1=j, 2=k) most parallel to the patient's superior-inferior axis."""

@@ -1,7 +1,11 @@
-"""The three LVT classes: names, colours, SNOMED terminology, output priority and the anatomical hierarchy.
+"""The three LVT classes and the rules every part of the core applies to them, each written once here.
 
 Channel order everywhere in the core is (liver, vessel, tumor). The exclusive label map uses
-0 background, 1 liver parenchyma, 2 vessel, 3 tumor.
+0 background, 1 liver parenchyma, 2 vessel, 3 tumor. The shared rules: a probability above
+:data:`PROBABILITY_THRESHOLD` is foreground; overlaps go to the higher class by
+:data:`PRIORITY_HIGH_TO_LOW` (tumor > vessel > liver); the whole liver is parenchyma, vessels and
+tumors together (:func:`apply_hierarchy`, :func:`whole_liver`); connected pieces (lesions, branches,
+the liver) are 26-connected (:data:`CONNECTIVITY_26`); a mask's surface is its boundary voxels.
 """
 
 from __future__ import annotations
@@ -9,10 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 LIVER, VESSEL, TUMOR = 0, 1, 2
 CLASS_KEYS: tuple[str, str, str] = ("liver", "vessel", "tumor")
 NUM_CLASSES = 3
+
+# Values of the exclusive label map; the whole liver is every label but background.
+BACKGROUND_LABEL, LIVER_LABEL, VESSEL_LABEL, TUMOR_LABEL = 0, 1, 2, 3
+WHOLE_LIVER_LABELS: tuple[int, int, int] = (LIVER_LABEL, VESSEL_LABEL, TUMOR_LABEL)
+
+# Per-class probabilities above this are foreground (METHOD.md, Inference).
+PROBABILITY_THRESHOLD = 0.5
+
+# Voxels touching by a face, an edge or a corner belong to the same piece, so a lesion or vessel
+# drawn slice by slice with diagonal steps is not split.
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -61,13 +77,13 @@ class Structure:
 
 
 STRUCTURES: tuple[Structure, Structure, Structure] = (
-    Structure("liver", LIVER, "Liver", 1, (221, 130, 101), _SCT_ANATOMICAL_STRUCTURE, _SCT_LIVER, None),
+    Structure("liver", LIVER, "Liver", LIVER_LABEL, (221, 130, 101), _SCT_ANATOMICAL_STRUCTURE, _SCT_LIVER, None),
     Structure(
-        "vessel", VESSEL, "Vessels", 2, (0, 151, 206), _SCT_ANATOMICAL_STRUCTURE,
+        "vessel", VESSEL, "Vessels", VESSEL_LABEL, (0, 151, 206), _SCT_ANATOMICAL_STRUCTURE,
         ("SCT", "59820001", "Blood vessel"), _SCT_LIVER,
     ),
     Structure(
-        "tumor", TUMOR, "Tumors", 3, (144, 238, 144), _SCT_ALTERED_STRUCTURE,
+        "tumor", TUMOR, "Tumors", TUMOR_LABEL, (144, 238, 144), _SCT_ALTERED_STRUCTURE,
         ("SCT", "108369006", "Neoplasm"), _SCT_LIVER,
     ),
 )
@@ -111,7 +127,23 @@ def masks_from_labels(labels: np.ndarray) -> np.ndarray:
     return apply_hierarchy(masks)
 
 
-def exclusive_masks(masks: np.ndarray) -> np.ndarray:
-    """One-hot exclusive masks (liver parenchyma, vessel, tumor) from per-class masks, by priority."""
-    labels = exclusive_labels(masks)
-    return np.stack([labels == s.label_value for s in STRUCTURES])
+def whole_liver(labels: np.ndarray) -> np.ndarray:
+    """The whole liver (parenchyma, vessels and tumors: every label but background) of an exclusive label map."""
+    return labels > BACKGROUND_LABEL
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 26-connected pieces of a mask: an int32 map numbering them 1..N in scan order, and N."""
+    return ndimage.label(mask, structure=CONNECTIVITY_26)
+
+
+def boundary_voxels(mask: np.ndarray) -> np.ndarray:
+    """Foreground voxels with at least one 6-neighbour outside the mask (array edge counts as outside).
+
+    Args:
+        mask: (Z, Y, X) bool mask.
+
+    Returns:
+        (Z, Y, X) bool mask of the boundary voxels.
+    """
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)

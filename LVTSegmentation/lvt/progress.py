@@ -29,6 +29,19 @@ class Progress:
 
 ProgressCallback = Callable[[Progress], None]
 
+# Share of the whole job each stage of `lvt segment` takes, so one overall fraction can be shown.
+STAGE_WEIGHTS = {"read": 0.05, "resample": 0.05, "inference": 0.7, "postprocess": 0.08, "measure": 0.02,
+                 "surfaces": 0.05, "report": 0.05}
+
+
+def overall_fraction(event: Progress) -> float:
+    """Fraction of the whole job done, from the stage weights (unknown stages count as their own)."""
+    if event.stage not in STAGE_WEIGHTS:
+        return event.fraction
+    order = list(STAGE_WEIGHTS)
+    done_before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(event.stage)])
+    return min(1.0, done_before + STAGE_WEIGHTS[event.stage] * event.fraction)
+
 
 def report(progress: ProgressCallback | None, stage: str, done: float, total: float, message: str = "") -> None:
     """Send a progress event if anybody listens."""

@@ -1,4 +1,4 @@
-"""Terminal side of long jobs: a progress bar or JSON lines, and Ctrl-C / SIGTERM as a cancel event.
+"""Terminal side of long jobs: a tqdm progress bar or JSON lines, and Ctrl-C / SIGTERM as a cancel event.
 
 Used by the ``lvt`` command and ``LVTTraining/train.py``; the core itself never prints.
 """
@@ -10,63 +10,71 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
-from lvt.progress import Progress, ProgressCallback
+from lvt.progress import Progress, ProgressCallback, overall_fraction
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 ProgressStyle = Literal["bar", "json", "none"]
 
-# Share of the whole job each stage of `lvt segment` takes, so one overall fraction can be shown.
-STAGE_WEIGHTS = {"read": 0.05, "resample": 0.05, "inference": 0.7, "postprocess": 0.08, "measure": 0.02,
-                 "surfaces": 0.05, "report": 0.05}
+BAR_FORMAT = "{desc:>11} {percentage:5.1f}%|{bar}| {elapsed}<{remaining}{postfix}"
+_OPEN_BARS: list[tqdm] = []  # the tqdm bar of the running job (one job per process), closed when it ends
 
 
-def overall_fraction(event: Progress) -> float:
-    """Fraction of the whole job done, from the stage weights (unknown stages count as their own)."""
-    if event.stage not in STAGE_WEIGHTS:
-        return event.fraction
-    order = list(STAGE_WEIGHTS)
-    done_before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(event.stage)])
-    return min(1.0, done_before + STAGE_WEIGHTS[event.stage] * event.fraction)
-
-
-def json_progress(stream: TextIO = sys.stdout) -> ProgressCallback:
-    """One JSON object per line (the Slicer module reads these)."""
+def json_progress(stream: TextIO | None = None) -> ProgressCallback:
+    """One JSON object per line on stdout (the Slicer module reads these)."""
 
     def emit(event: Progress) -> None:
-        stream.write(json.dumps({"event": "progress", "stage": event.stage, "done": event.done, "total": event.total,
+        output = stream or sys.stdout
+        output.write(json.dumps({"event": "progress", "stage": event.stage, "done": event.done, "total": event.total,
                                  "fraction": round(overall_fraction(event), 4), "message": event.message}) + "\n")
-        stream.flush()
+        output.flush()
 
     return emit
 
 
-def bar_progress(stream: TextIO = sys.stderr, width: int = 30) -> ProgressCallback:
-    """A one-line bar redrawn at most 10 times a second on a terminal; a log line every 5 s otherwise."""
-    state = {"last": 0.0, "stage": ""}
-    interactive = stream.isatty()
-    interval = 0.1 if interactive else 5.0
+def bar_progress(stream: TextIO | None = None) -> ProgressCallback:
+    """A tqdm bar on stderr: the stage as its label, the whole job's fraction as its length.
+
+    Redrawn at most 10 times a second on a terminal (every 5 s into a log file) and at each new stage;
+    closed, leaving its last line, when the job (or a stage outside the weights) is complete.
+    """
+    from tqdm import tqdm  # here, not at the top: the JSON progress of the Slicer process does without it
+
+    output = stream or sys.stderr
+    terminal = output.isatty()
 
     def emit(event: Progress) -> None:
-        now = time.monotonic()
-        finished = event.done >= event.total
-        if now - state["last"] < interval and not finished and event.stage == state["stage"]:
-            return
-        state["last"], state["stage"] = now, event.stage
-        filled = int(width * event.fraction)
-        bar = "#" * filled + "." * (width - filled)
-        line = f"{event.stage:>11} [{bar}] {100 * event.fraction:5.1f}% {event.message}"
-        stream.write("\r" + line[:160].ljust(160) if interactive else line + "\n")
-        if finished and interactive:
-            stream.write("\n")
-        stream.flush()
+        fraction = overall_fraction(event)
+        if not _OPEN_BARS:  # drawn at once with the first event's stage and fraction
+            _OPEN_BARS.append(tqdm(total=1.0, initial=fraction, desc=event.stage, postfix=event.message, file=output,
+                                   mininterval=0.1 if terminal else 5.0, miniters=0, dynamic_ncols=terminal,
+                                   ncols=None if terminal else 100, bar_format=BAR_FORMAT))
+        bar = _OPEN_BARS[0]
+        new_stage = bar.desc != event.stage
+        bar.set_description_str(event.stage, refresh=False)
+        bar.set_postfix_str(event.message, refresh=False)
+        bar.update(fraction - bar.n)
+        if new_stage:
+            bar.refresh()
+        if fraction >= 1.0:
+            close_progress_bars()
 
     return emit
+
+
+def close_progress_bars() -> None:
+    """End the unfinished bar on its own line, so that an error message that follows is not written into it."""
+    for bar in _OPEN_BARS:
+        bar.close()
+    _OPEN_BARS.clear()
 
 
 def make_progress(style: ProgressStyle) -> ProgressCallback | None:
+    """The progress callback of ``--progress``: a bar, JSON lines, or nothing."""
     if style == "json":
         return json_progress()
     if style == "bar":

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from lvt.labels import boundary_voxels
+
 LESION_MIN_OVERLAP_FRACTION = 0.1
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -101,18 +103,6 @@ def _union_crop(pred: np.ndarray, truth: np.ndarray) -> tuple[slice, ...]:
     low = np.maximum(coords.min(axis=0) - 1, 0)
     high = np.minimum(coords.max(axis=0) + 2, pred.shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-
-
-def boundary_voxels(mask: np.ndarray) -> np.ndarray:
-    """Foreground voxels with at least one 6-neighbour outside the mask (array edge counts as outside).
-
-    Args:
-        mask: (Z, Y, X) bool mask.
-
-    Returns:
-        (Z, Y, X) bool mask of the boundary voxels.
-    """
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
 def _distances_to(boundary: np.ndarray, at: np.ndarray, spacing_zyx_mm: tuple[float, ...]) -> np.ndarray:

@@ -20,22 +20,13 @@ import numpy as np
 from lvt.atomic import atomic_path
 from lvt.grid import crop
 from lvt.image import Image
-from lvt.measure.report import (
-    _CSS,
-    AXIAL,
-    REVIEW_NOTE,
-    Caliper,
-    ReportImage,
-    _esc,
-    _figure_html,
-    _table,
-    _warnings_html,
-    render_view_png,
-    write_report_json,
-)
+from lvt.measure.html import PAGE_CSS, REVIEW_NOTE, escape, figure_html, table, warnings_html
+from lvt.measure.report import write_report_json
+from lvt.measure.views import AXIAL, Caliper, ReportImage, render_view_png
 
 if TYPE_CHECKING:
-    from lvt.followup.compare import FollowUp, LesionTrack, Study
+    from lvt.followup.compare import FollowUp, LesionTrack
+    from lvt.followup.studies import Study
     from lvt.measure.volumes_and_lesions import Lesion
 
 logger = logging.getLogger(__name__)
@@ -60,7 +51,7 @@ def write_compare_report(folder: Path, document: dict, followup: FollowUp) -> Pa
 
     Args:
         folder: output folder (exists).
-        document: from :func:`lvt.followup.compare.followup_document`.
+        document: from :func:`lvt.followup.document.followup_document`.
         followup: the follow-up the document describes (images and registrations for the views).
 
     Returns:
@@ -100,8 +91,8 @@ def _study_name(document: Mapping, index: int) -> str:
 
 
 def _name_cell(document: Mapping, index: int) -> str:
-    """A study's name escaped for a table cell (cells are HTML, headers are escaped by ``_table``)."""
-    return _esc(_study_name(document, index))
+    """A study's name escaped for a table cell (cells are HTML, headers are escaped by ``table``)."""
+    return escape(_study_name(document, index))
 
 
 def _pair_images(followup: FollowUp, track: LesionTrack, studies: tuple[int, int],
@@ -189,20 +180,21 @@ def plot_sizes_over_time(document: Mapping, path: Path) -> Path:
 
 def render_compare_html(document: Mapping, plot: ReportImage, pairs: Mapping[int, Sequence[ViewPair]]) -> str:
     """compare.html as one self-contained page (CSS inline, images embedded)."""
-    studies = "<br>".join(f"{s['index'] + 1}. {_esc(s['name'])}: {_esc(s['source'])}" for s in document["studies"])
+    studies = "<br>".join(f"{s['index'] + 1}. {escape(s['name'])}: {escape(s['source'])}" for s in document["studies"])
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>LVT follow-up comparison</title>',
-        f"<style>{_CSS}{_PAIR_CSS}</style></head><body>",
+        f"<style>{PAGE_CSS}{_PAIR_CSS}</style></head><body>",
         "<h1>Follow-up comparison</h1>",
-        f'<p class="meta">{studies}<br>LVT {_esc(document["lvt_version"])}</p>',
-        f'<p class="review"><strong>For review.</strong> {_esc(REVIEW_NOTE)} {_esc(document["recist"]["note"])}</p>',
-        _warnings_html(document["warnings"]),
+        f'<p class="meta">{studies}<br>LVT {escape(document["lvt_version"])}</p>',
+        f'<p class="review"><strong>For review.</strong> {escape(REVIEW_NOTE)} '
+        f'{escape(document["recist"]["note"])}</p>',
+        warnings_html(document["warnings"]),
         "<h2>Alignment of the livers</h2>", _registration_table(document),
         "<h2>Liver volume</h2>", _liver_table(document),
-        "<h2>Response (RECIST 1.1)</h2>", f'<p class="meta">{_esc(document["recist"]["target_rule"])}</p>',
+        "<h2>Response (RECIST 1.1)</h2>", f'<p class="meta">{escape(document["recist"]["target_rule"])}</p>',
         _recist_table(document),
-        "<h2>Lesions over time</h2>", _series_table(document), _figure_html(plot),
+        "<h2>Lesions over time</h2>", _series_table(document), figure_html(plot),
     ]
     for comparison in document["comparisons"]:
         parts += _comparison_html(document, comparison, pairs.get(comparison["to_study"], ()))
@@ -228,14 +220,14 @@ def _registration_table(document: Mapping) -> str:
     rows = []
     for entry in document["registrations"][1:]:
         residual = entry["residual"]
-        rows.append((_name_cell(document, entry["study"]), _name_cell(document, 0), _esc(entry["driven_by"]),
+        rows.append((_name_cell(document, entry["study"]), _name_cell(document, 0), escape(entry["driven_by"]),
                      "accepted" if entry["accepted"] else "<strong>refused</strong>",
                      f"{residual['liver_dice']:.3f}", f"{residual['mean_surface_distance_mm']:.2f}",
                      ", ".join(f"{s:.3f}" for s in residual["scale_factors"]),
-                     _number(residual["ct_correlation"], 2), _esc("; ".join(entry["refusal_reasons"]) or "–")))
+                     _number(residual["ct_correlation"], 2), escape("; ".join(entry["refusal_reasons"]) or "–")))
     header = ("Study", "Aligned to", "Driven by", "Result", "Liver Dice", "Mean surface distance (mm)",
               "Scale factors", "CT correlation", "Why refused")
-    return _table(header, rows, text_columns=4)
+    return table(header, rows, text_columns=4)
 
 
 def _liver_table(document: Mapping) -> str:
@@ -244,7 +236,7 @@ def _liver_table(document: Mapping) -> str:
              _signed(e.get("change_from_baseline_ml")), _signed(e.get("change_from_baseline_percent"), 1, " %"))
             for e in document["liver_volume"]]
     header = ("Study", "Whole liver (mL)", "Change from previous (mL)", "(%)", "Change from baseline (mL)", "(%)")
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _recist_table(document: Mapping) -> str:
@@ -259,10 +251,10 @@ def _recist_table(document: Mapping) -> str:
         rows.append((_name_cell(document, comparison["to_study"]), f"{sums['baseline']:.1f}", f"{sums['nadir']:.1f}",
                      f"{sums['current']:.1f}", _signed(recist["change_from_baseline_percent"], 1, " %"),
                      ", ".join(str(t) for t in recist["new_lesion_tracks"]) or "none",
-                     f"<strong>{_esc(recist['category'])}</strong>", _esc(recist["reason"])))
+                     f"<strong>{escape(recist['category'])}</strong>", escape(recist["reason"])))
     header = ("Study", "SLD baseline (mm)", "SLD nadir (mm)", "SLD now (mm)", "Change from baseline",
               "New lesions", "Category (to be confirmed)", "Why")
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _series_table(document: Mapping) -> str:
@@ -273,22 +265,22 @@ def _series_table(document: Mapping) -> str:
         cells = []
         for entry in track["per_study"]:
             if entry["longest_axial_diameter_mm"] is None:
-                cells.append(_esc(entry["status"]))
+                cells.append(escape(entry["status"]))
             else:
                 cells.append(f"{entry['longest_axial_diameter_mm']:.1f} mm / {entry['volume_ml']:.2f} mL"
-                             + ("" if entry["status"] == "present" else f" ({_esc(entry['status'])})"))
+                             + ("" if entry["status"] == "present" else f" ({escape(entry['status'])})"))
         rows.append((f"{track['id']}" + (" (target)" if track["target"] else ""), *cells))
     header = ("Lesion", *(s["name"] for s in document["studies"]))
     note = ('<p class="meta">Longest axial diameter / volume per study; a lesion that split is the sum of its parts '
             "(RECIST 1.1). Lesion numbers are the baseline report's; new lesions are numbered after them.</p>")
-    return _table(header, rows) + note
+    return table(header, rows) + note
 
 
 def _comparison_html(document: Mapping, comparison: Mapping, pairs: Sequence[ViewPair]) -> list[str]:
     before, after = _study_name(document, comparison["from_study"]), _study_name(document, comparison["to_study"])
-    parts = [f"<h2>{_esc(before)} &rarr; {_esc(after)}</h2>"]
+    parts = [f"<h2>{escape(before)} &rarr; {escape(after)}</h2>"]
     if comparison["status"] != "compared":
-        reasons = "".join(f"<li>{_esc(r)}</li>" for r in comparison["refusal_reasons"])
+        reasons = "".join(f"<li>{escape(r)}</li>" for r in comparison["refusal_reasons"])
         return [*parts, f'<div class="warnings"><strong>Lesions not matched: the alignment was refused.</strong>'
                         f"<ul>{reasons}</ul></div>"]
     rows = [(str(m["track"]), ", ".join(map(str, m["lesion_ids"][0])), ", ".join(map(str, m["lesion_ids"][1])),
@@ -299,13 +291,13 @@ def _comparison_html(document: Mapping, comparison: Mapping, pairs: Sequence[Vie
             for m in comparison["matched"]]
     header = ("Lesion", f"Id in {before}", f"Id in {after}", "Volume (mL)", "Change (mL)", "(%)",
               "Longest axial diameter (mm)", "Change (mm)", "(%)")
-    parts += ["<h3>Matched lesions</h3>", _table(header, rows) if rows else "<p>None.</p>",
+    parts += ["<h3>Matched lesions</h3>", table(header, rows) if rows else "<p>None.</p>",
               "<h3>New lesions</h3>", _single_table(comparison["new"], after),
               "<h3>Vanished lesions</h3>", _single_table(comparison["vanished"], before)]
     for pair in pairs:
-        cells = [_figure_html(image) if image else "<p>Outside the field of view.</p>"
+        cells = [figure_html(image) if image else "<p>Outside the field of view.</p>"
                  for image in (pair.before, pair.after)]
-        parts.append(f'<div class="pair"><h3>{_esc(pair.caption)}</h3>{cells[0]}{cells[1]}</div>')
+        parts.append(f'<div class="pair"><h3>{escape(pair.caption)}</h3>{cells[0]}{cells[1]}</div>')
     return parts
 
 
@@ -314,7 +306,7 @@ def _single_table(entries: Sequence[Mapping], study: str) -> str:
         return "<p>None.</p>"
     rows = [(str(e["track"]), ", ".join(map(str, e["lesion_ids"])), f"{e['volume_ml']:.2f}",
              f"{e['longest_axial_diameter_mm']:.1f}", _note(e)) for e in entries]
-    return _table(("Lesion", f"Id in {study}", "Volume (mL)", "Longest axial diameter (mm)", "Note"), rows)
+    return table(("Lesion", f"Id in {study}", "Volume (mL)", "Longest axial diameter (mm)", "Note"), rows)
 
 
 def _note(entry: Mapping) -> str:
@@ -378,22 +370,22 @@ def plot_volumetry(document: Mapping, path: Path) -> Path:
 
 def render_volumetry_html(document: Mapping, chart: ReportImage) -> str:
     """volumetry.html as one self-contained page."""
-    rows = [(_esc(p["name"]), _esc(p["source"]), f"{p['liver_volume_ml']:.1f}",
+    rows = [(escape(p["name"]), escape(p["source"]), f"{p['liver_volume_ml']:.1f}",
              _signed(p["deviation_from_mean_percent"], 2, " %"), "<strong>flagged</strong>" if p["flagged"] else "")
             for p in document["phases"]]
-    table = _table(("Phase", "Source", "Whole liver (mL)", "Deviation from mean", ""), rows, text_columns=2)
+    phase_table = table(("Phase", "Source", "Whole liver (mL)", "Deviation from mean", ""), rows, text_columns=2)
     summary = (f"Mean {document['mean_liver_volume_ml']:.1f} mL; largest deviation "
                f"{document['max_abs_deviation_percent']:.2f} %; phases deviating more than "
                f"{document['threshold_percent']:g} % are flagged.")
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>LVT liver volumetry across phases</title>',
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{PAGE_CSS}</style></head><body>",
         "<h1>Liver volume across contrast phases</h1>",
-        f'<p class="review"><strong>For review.</strong> {_esc(REVIEW_NOTE)}</p>',
-        _warnings_html(document["warnings"]),
-        f"<p>{_esc(summary)}</p>", table,
-        f'<p class="meta">{_esc(document["note"])}</p>',
-        _figure_html(chart),
+        f'<p class="review"><strong>For review.</strong> {escape(REVIEW_NOTE)}</p>',
+        warnings_html(document["warnings"]),
+        f"<p>{escape(summary)}</p>", phase_table,
+        f'<p class="meta">{escape(document["note"])}</p>',
+        figure_html(chart),
         "</body></html>",
     ])

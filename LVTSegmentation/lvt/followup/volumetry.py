@@ -10,16 +10,15 @@ finding, not an error.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lvt import __version__
 from lvt.errors import InputError
+from lvt.followup.report import write_volumetry_report
+from lvt.followup.studies import load_studies, study_names
 from lvt.progress import ProgressCallback, report
 
 if TYPE_CHECKING:
@@ -93,9 +92,7 @@ def volumetry_files(inputs: Sequence[Path], out_dir: Path, options: SegmentOptio
     Returns:
         The volumetry.json document (also written).
     """
-    from lvt.followup.compare import load_studies, study_names
-    from lvt.followup.report import write_volumetry_report
-    from lvt.segment.pipeline import atomic_output_folder
+    from lvt.segment.pipeline import atomic_output_folder  # torch: loaded only when volumetry runs
 
     if len(inputs) < 2:
         raise InputError(None, f"volumetry needs at least two phases, got {len(inputs)}")
@@ -109,33 +106,3 @@ def volumetry_files(inputs: Sequence[Path], out_dir: Path, options: SegmentOptio
         report(progress, "report", 1, 1, "done")
     return document
 
-
-def add_volumetry_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``lvt volumetry`` (the segmentation options are those of ``lvt segment``)."""
-    from lvt.cli.main import _add_common
-
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="PHASE",
-                        help="two or more CTs or `lvt segment` output folders: the phases of one day")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created)")
-    parser.add_argument("--names", nargs="+", default=None, metavar="NAME",
-                        help="one name per phase, e.g. arterial portal-venous late")
-    parser.add_argument("--threshold-percent", type=float, default=DEFAULT_THRESHOLD_PERCENT,
-                        help="flag a phase whose liver volume deviates more than this from the mean")
-    _add_common(parser)
-
-
-def run_volumetry(args: argparse.Namespace) -> int:
-    """Run ``lvt volumetry`` from parsed arguments; flagged phases are reported, the exit code stays 0."""
-    from lvt.cli.console import cancel_on_signals, make_progress
-    from lvt.cli.main import _done
-    from lvt.segment.pipeline import SegmentOptions
-
-    options = replace(SegmentOptions.from_args(args), overwrite=False, write_surfaces=False)
-    with cancel_on_signals() as cancel:
-        document = volumetry_files(args.inputs, args.output, options, names=args.names,
-                                   threshold_percent=args.threshold_percent, overwrite=args.overwrite,
-                                   progress=make_progress(args.progress), cancel=cancel)
-    if document["flagged"] and args.progress != "json":
-        print(f"flagged (deviation above {document['threshold_percent']:g} %): {', '.join(document['flagged'])}",
-              file=sys.stderr)
-    return _done(args, args.output)

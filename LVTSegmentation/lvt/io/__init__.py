@@ -1,9 +1,8 @@
 """Reading CTs and segmentations (``read``) and writing results (``write``): the public API of both."""
 
+from lvt.io.dicom import DicomSeriesInfo, find_dicom_series
 from lvt.io.read import (
     READABLE_FORMATS,
-    DicomSeriesInfo,
-    find_dicom_series,
     is_slicer_segmentation,
     read_image,
     read_label_image,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -20,9 +19,10 @@ import numpy as np
 
 from lvt.errors import InputError
 from lvt.grid import describe_grid, image_from_sitk, sitk_module
-from lvt.image import Image
+from lvt.image import AIR_THRESHOLD_HU, Image
+from lvt.io.dicom import choose_dicom_series, find_dicom_series
 from lvt.io.write import SEGMENTATION_SUFFIX
-from lvt.labels import LIVER, NUM_CLASSES, STRUCTURES, TUMOR, VESSEL, exclusive_labels
+from lvt.labels import LIVER, NUM_CLASSES, PRIORITY_HIGH_TO_LOW, STRUCTURES, TUMOR, VESSEL, exclusive_labels
 
 if TYPE_CHECKING:
     import SimpleITK
@@ -33,25 +33,11 @@ READABLE_FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha,
 IDENTITY_VALUE_MAP: Mapping[int, int] = MappingProxyType({value: value for value in range(NUM_CLASSES + 1)})
 
 # Slicer segment names understood when a segment carries no LVT terminology (whole words, any case).
-_TUMOR_WORDS = frozenset({"tumor", "tumors", "tumour", "tumours", "lesion", "lesions"})
-_VESSEL_WORDS = frozenset({"vessel", "vessels"})
-_LIVER_WORDS = frozenset({"liver"})
-
-
-@dataclass(frozen=True)
-class DicomSeriesInfo:
-    """One DICOM series found in a folder: what a user needs to choose it, and its files in slice order."""
-
-    uid: str
-    modality: str
-    description: str
-    num_slices: int
-    files: tuple[str, ...]
-
-    def describe(self) -> str:
-        """One line for error messages and series pickers."""
-        uid = self.uid or "(empty UID)"
-        return f"{uid} [{self.modality or 'no modality'}, '{self.description}', {self.num_slices} slices]"
+_NAME_WORDS = {
+    TUMOR: frozenset({"tumor", "tumors", "tumour", "tumours", "lesion", "lesions"}),
+    VESSEL: frozenset({"vessel", "vessels"}),
+    LIVER: frozenset({"liver"}),
+}
 
 
 def read_image(path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False) -> Image:
@@ -133,25 +119,6 @@ def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = No
     return labels.with_array(_map_label_values(path, labels.array, value_map))
 
 
-def find_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
-    """All DICOM series in a folder and its subfolders, most slices first.
-
-    A series found in several subfolders keeps the subfolder with the most files (a warning is logged).
-    """
-    sitk = sitk_module()
-    folder = Path(folder)
-    found: dict[str, tuple[str, ...]] = {}
-    for directory in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory)):
-            files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(directory), uid))
-            if uid in found:
-                logger.warning("DICOM series %s is split over several folders of %s", uid, folder)
-                files = max(files, found[uid], key=len)
-            found[uid] = files
-    series = [_dicom_series_info(uid, files) for uid, files in found.items()]
-    return sorted(series, key=lambda info: -info.num_slices)
-
-
 def _existing_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
@@ -196,7 +163,10 @@ def _check_structure(path: Path, size: tuple[int, ...], components: int, hint: s
 
 def _read_dicom_folder(folder: Path, series_uid: str | None) -> SimpleITK.Image:
     sitk = sitk_module()
-    series = _choose_dicom_series(folder, find_dicom_series(folder), series_uid)
+    found = find_dicom_series(folder)
+    if not found:
+        raise InputError(folder, f"is a folder without any DICOM series; expected {READABLE_FORMATS}")
+    series = choose_dicom_series(folder, found, series_uid)
     logger.info("Reading DICOM series %s from %s", series.describe(), folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
@@ -208,45 +178,6 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> SimpleITK.Image:
     return image
 
 
-def _choose_dicom_series(
-    folder: Path, series: list[DicomSeriesInfo], series_uid: str | None
-) -> DicomSeriesInfo:
-    """The requested series, else the only CT series with the most slices; ambiguity is an error."""
-    if not series:
-        raise InputError(folder, f"is a folder without any DICOM series; expected {READABLE_FORMATS}")
-    listing = "; ".join(info.describe() for info in series)
-    if series_uid is not None:
-        chosen = [info for info in series if info.uid == series_uid]
-        if not chosen:
-            raise InputError(folder, f"has no DICOM series with UID {series_uid}. Series found: {listing}")
-        return chosen[0]
-    ct_series = [info for info in series if info.modality.upper() == "CT"]
-    if not ct_series:
-        raise InputError(folder, f"holds no CT series; choose one with --series UID. Series found: {listing}")
-    most = max(info.num_slices for info in ct_series)
-    tied = [info for info in ct_series if info.num_slices == most]
-    if len(tied) > 1:
-        raise InputError(
-            folder, f"holds {len(tied)} CT series of {most} slices; choose one with --series UID. "
-            f"Series found: {listing}"
-        )
-    return tied[0]
-
-
-def _dicom_series_info(uid: str, files: tuple[str, ...]) -> DicomSeriesInfo:
-    sitk = sitk_module()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
-    reader.ReadImageInformation()
-
-    def tag(key: str) -> str:
-        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
-
-    frames = tag("0028|0008")  # NumberOfFrames: an enhanced (multi-frame) series may be one file
-    num_slices = int(frames) if len(files) == 1 and frames.isdigit() else len(files)
-    return DicomSeriesInfo(uid, tag("0008|0060"), tag("0008|103e"), num_slices, files)
-
-
 def _hounsfield_problem(array: np.ndarray) -> str | None:
     """Why the values do not look like CT Hounsfield units, or None when they do.
 
@@ -256,7 +187,7 @@ def _hounsfield_problem(array: np.ndarray) -> str | None:
     """
     step = max(1, array.size // 1_000_000)
     low, median, high = np.percentile(array.reshape(-1)[::step], [0.5, 50.0, 99.5])
-    has_air = low <= -500.0
+    has_air = low <= AIR_THRESHOLD_HU
     looks_like_soft_tissue = low < -20.0 and -300.0 <= median <= 300.0 and high - low >= 100.0
     if has_air or looks_like_soft_tissue:
         return None
@@ -385,17 +316,20 @@ def _read_slicer_segmentation(path: Path) -> Image:
 
 
 def _segment_channel(segment: dict[str, Any], name: str) -> int | None:
-    """LVT channel of a Slicer segment: by terminology type code first, then by words of its name."""
+    """LVT channel of a Slicer segment: by terminology first, then by words of its name (higher class first).
+
+    Any morphologically altered structure (the tumor category) is tumor, whatever its type.
+    """
     terminology = segment.get("terminology") or {}
-    type_code, category_code = _code_value(terminology, "type"), _code_value(terminology, "category")
-    if type_code == STRUCTURES[TUMOR].type[1] or category_code == STRUCTURES[TUMOR].category[1]:
+    if _code_value(terminology, "category") == STRUCTURES[TUMOR].category[1]:
         return TUMOR
-    for channel in (VESSEL, LIVER):
+    type_code = _code_value(terminology, "type")
+    words = set(re.findall(r"[a-z]+", name.lower()))
+    for channel in PRIORITY_HIGH_TO_LOW:
         if type_code == STRUCTURES[channel].type[1]:
             return channel
-    words = set(re.findall(r"[a-z]+", name.lower()))
-    for channel, vocabulary in ((TUMOR, _TUMOR_WORDS), (VESSEL, _VESSEL_WORDS), (LIVER, _LIVER_WORDS)):
-        if words & vocabulary:
+    for channel in PRIORITY_HIGH_TO_LOW:
+        if words & _NAME_WORDS[channel]:
             return channel
     return None
 

@@ -23,7 +23,6 @@ Conventions, fixed here because a surgeon reads these numbers as margins:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,16 +30,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from lvt.evaluate.metrics import boundary_voxels
+from lvt.grid import resample_like
 from lvt.image import Image
-from lvt.labels import STRUCTURES, TUMOR, VESSEL
-from lvt.measure.volumes_and_lesions import LESION_CONNECTIVITY, Lesion, measure_lesions
-
-logger = logging.getLogger(__name__)
+from lvt.labels import TUMOR_LABEL, VESSEL_LABEL, boundary_voxels, label_components, whole_liver
+from lvt.measure.volumes_and_lesions import Lesion, Point3, measure_lesions, point3
 
 VESSEL_MARGIN_MM = 10.0
-BRANCH_CONNECTIVITY = LESION_CONNECTIVITY  # 26-connectivity, as for lesions
-Point3 = tuple[float, float, float]
 
 
 def lesion_id_map(tumor: Image, lesions: Sequence[Lesion]) -> np.ndarray:
@@ -60,7 +55,7 @@ def lesion_id_map(tumor: Image, lesions: Sequence[Lesion]) -> np.ndarray:
     Raises:
         ValueError: when a lesion does not correspond to a component of the mask.
     """
-    components, count = ndimage.label(tumor.array.astype(bool), structure=LESION_CONNECTIVITY)
+    components, count = label_components(tumor.array.astype(bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     by_key = {}
     for index, box in enumerate(ndimage.find_objects(components), start=1):
@@ -92,8 +87,7 @@ class VesselBranches:
 
 def vessel_branches(labels: Image) -> VesselBranches:
     """Number the connected pieces of the vessel label by decreasing volume (see module docstring)."""
-    vessel = labels.array == STRUCTURES[VESSEL].label_value
-    components, count = ndimage.label(vessel, structure=BRANCH_CONNECTIVITY)
+    components, count = label_components(labels.array == VESSEL_LABEL)
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     order = np.argsort(-sizes, kind="stable")
     lookup = np.zeros(count + 1, dtype=np.int32)
@@ -175,7 +169,7 @@ def vessel_proximity(labels: Image, lesions: Sequence[Lesion] | None = None, mar
     Returns:
         One entry per lesion, in the order of ``lesions``.
     """
-    tumor = labels.with_array(labels.array == STRUCTURES[TUMOR].label_value)
+    tumor = labels.with_array(labels.array == TUMOR_LABEL)
     lesions = measure_lesions(tumor) if lesions is None else lesions
     ids = lesion_id_map(tumor, lesions)
     branches = vessel_branches(labels) if branches is None else branches
@@ -214,8 +208,8 @@ def _proximity(lesion_id: int, lesion_points: np.ndarray, vessel_points: np.ndar
     return VesselProximity(
         lesion_id=lesion_id,
         distance_mm=float(gaps[best]),
-        lesion_surface_point_lps_mm=_point(lesion_lps),
-        nearest_vessel_point_lps_mm=_point(vessel_lps),
+        lesion_surface_point_lps_mm=point3(lesion_lps),
+        nearest_vessel_point_lps_mm=point3(vessel_lps),
         nearest_branch_id=branch,
         nearest_branch_volume_ml=branches.volumes_ml[branch - 1],
         branches_within_margin=_branches_within(lesion_points, vessel_points, vessel_ids, points, margin_mm),
@@ -230,10 +224,6 @@ def _branches_within(lesion_points: np.ndarray, vessel_points: np.ndarray, vesse
     close = np.isfinite(distance)
     gaps = points.box_gaps(lesion_points[nearest[close]], vessel_points[close])
     return tuple(int(b) for b in np.unique(vessel_ids[close][gaps <= margin_mm]))
-
-
-def _point(p: np.ndarray) -> Point3:
-    return (float(p[0]), float(p[1]), float(p[2]))
 
 
 def planning_summary(labels: Image, lesions: Sequence[Lesion] | None = None) -> dict:
@@ -308,9 +298,7 @@ def liver_remnant(labels: Image, resection: Image, lesions: Sequence[Lesion] | N
     Raises:
         ValueError: when the label map has no liver.
     """
-    from lvt.grid import resample_like
-
-    liver = labels.array > 0
+    liver = whole_liver(labels.array)
     if not liver.any():
         raise ValueError("the label map has no liver; there is no remnant to compute")
     region = resection.with_array(resection.array != 0)
@@ -319,7 +307,7 @@ def liver_remnant(labels: Image, resection: Image, lesions: Sequence[Lesion] | N
     inside = region.array.astype(bool)
     voxel_ml = labels.voxel_volume_ml
     whole, resected = np.count_nonzero(liver), np.count_nonzero(liver & inside)
-    tumor = labels.with_array(labels.array == STRUCTURES[TUMOR].label_value)
+    tumor = labels.with_array(labels.array == TUMOR_LABEL)
     lesions = measure_lesions(tumor) if lesions is None else lesions
     ids = lesion_id_map(tumor, lesions)
     total = np.bincount(ids.ravel(), minlength=len(lesions) + 1)

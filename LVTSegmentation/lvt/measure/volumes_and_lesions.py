@@ -2,7 +2,8 @@
 
 Conventions, fixed here because every number in report.json depends on them:
 
-- Volumes are voxel counts times the voxel volume (mL); the whole liver is labels 1|2|3.
+- Volumes are voxel counts times the voxel volume (mL); the whole liver is labels 1|2|3
+  (:data:`lvt.labels.WHOLE_LIVER_LABELS`).
 - A lesion is one connected component of the tumor label under **26-connectivity** (voxels touching
   by a face, an edge or a corner belong together), so a lesion drawn slice by slice with diagonal
   steps is not split. Lesions are numbered 1..N by decreasing volume.
@@ -23,7 +24,6 @@ Conventions, fixed here because every number in report.json depends on them:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,13 +34,15 @@ from scipy.spatial.distance import pdist, squareform
 
 from lvt.errors import InputError
 from lvt.image import Image
-from lvt.labels import LIVER, STRUCTURES, TUMOR, VESSEL
-
-logger = logging.getLogger(__name__)
+from lvt.labels import LIVER_LABEL, NUM_CLASSES, TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS, label_components
 
 Point3 = tuple[float, float, float]
-LESION_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity, see module docstring
 _TIE_MM = 1e-6
+
+
+def point3(p: np.ndarray) -> Point3:
+    """A point as three plain floats (what report.json and the frozen results hold)."""
+    return (float(p[0]), float(p[1]), float(p[2]))
 
 
 @dataclass(frozen=True)
@@ -142,15 +144,14 @@ def measure_labels(labels: Image) -> Measurements:
         InputError: when the map holds values other than 0..3.
     """
     array = _checked_label_array(labels)
-    counts = np.bincount(array.ravel(), minlength=4)
+    counts = np.bincount(array.ravel(), minlength=NUM_CLASSES + 1)
     voxel_ml = labels.voxel_volume_ml
-    liver_value, vessel_value, tumor_value = (STRUCTURES[c].label_value for c in (LIVER, VESSEL, TUMOR))
-    lesions = measure_lesions(labels.with_array(array == tumor_value))
+    lesions = measure_lesions(labels.with_array(array == TUMOR_LABEL))
     return Measurements(
-        whole_liver_volume_ml=float(counts[1:].sum() * voxel_ml),
-        parenchyma_volume_ml=float(counts[liver_value] * voxel_ml),
-        vessel_volume_ml=float(counts[vessel_value] * voxel_ml),
-        tumor_volume_ml=float(counts[tumor_value] * voxel_ml),
+        whole_liver_volume_ml=float(counts[list(WHOLE_LIVER_LABELS)].sum() * voxel_ml),
+        parenchyma_volume_ml=float(counts[LIVER_LABEL] * voxel_ml),
+        vessel_volume_ml=float(counts[VESSEL_LABEL] * voxel_ml),
+        tumor_volume_ml=float(counts[TUMOR_LABEL] * voxel_ml),
         lesions=lesions,
     )
 
@@ -163,7 +164,7 @@ def _checked_label_array(labels: Image) -> np.ndarray:
     is_integral = np.issubdtype(array.dtype, np.integer) or array.dtype == bool
     if not is_integral and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
         raise InputError(None, f"label map must hold integer labels 0..3, found non-integer {array.dtype} values")
-    if array.min() < 0 or array.max() > 3:
+    if array.min() < 0 or array.max() > NUM_CLASSES:
         raise InputError(None, f"label map must hold labels 0..3, found values {array.min()}..{array.max()}")
     return array.astype(np.uint8, copy=False)
 
@@ -177,7 +178,7 @@ def measure_lesions(tumor: Image) -> tuple[Lesion, ...]:
     Returns:
         Lesions with ids 1..N by decreasing volume (ties: lower first voxel index first).
     """
-    components, count = ndimage.label(tumor.array.astype(bool), structure=LESION_CONNECTIVITY)
+    components, count = label_components(tumor.array.astype(bool))
     if count == 0:
         return ()
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
@@ -198,7 +199,7 @@ def _measure_component(grid: Image, mask_kji: np.ndarray, box: tuple[slice, ...]
     return Lesion(
         id=lesion_id,
         volume_ml=float(mask_kji.sum() * grid.voxel_volume_ml),
-        centroid_lps_mm=_point(grid.ijk_to_lps(centre_ijk)[0]),
+        centroid_lps_mm=point3(grid.ijk_to_lps(centre_ijk)[0]),
         diameters=axial_diameters(grid, mask_kji, offset_ijk),
         bbox_min_ijk=tuple(int(v) for v in offset_ijk),
         bbox_max_ijk=tuple(int(v) for v in offset_ijk + np.array(mask_kji.shape[::-1]) - 1),
@@ -234,9 +235,9 @@ def axial_diameters(grid: Image, mask_kji: np.ndarray, offset_ijk: np.ndarray) -
     return AxialDiameters(
         longest_mm=length,
         slice_index=planes[local].slice_index,
-        long_axis_endpoints_lps_mm=(_point(ends[0]), _point(ends[1])),
+        long_axis_endpoints_lps_mm=(point3(ends[0]), point3(ends[1])),
         short_axis_mm=short,
-        short_axis_endpoints_lps_mm=(_point(short_ends[0]), _point(short_ends[1])),
+        short_axis_endpoints_lps_mm=(point3(short_ends[0]), point3(short_ends[1])),
     )
 
 
@@ -330,7 +331,3 @@ def _edge_crossings(starts: np.ndarray, ends: np.ndarray, t: float) -> np.ndarra
     hit = (low <= t + 1e-9) & (high >= t - 1e-9)
     fraction = np.clip((t - starts[hit, 0]) / (ends[hit, 0] - starts[hit, 0]), 0.0, 1.0)
     return starts[hit, 1] + fraction * (ends[hit, 1] - starts[hit, 1])
-
-
-def _point(p: np.ndarray) -> Point3:
-    return (float(p[0]), float(p[1]), float(p[2]))

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lvt.labels import NUM_CLASSES
+
 NormName = Literal["instance", "batch"]
 HeadName = Literal["sigmoid", "softmax"]
 
@@ -26,7 +28,7 @@ class NetworkConfig:
     convs_per_decoder_stage: int = 2
     norm: NormName = "instance"
     residual_encoder: bool = False
-    num_classes: int = 3
+    num_classes: int = NUM_CLASSES
     head: HeadName = "sigmoid"
     deep_supervision_levels: int = 3
     in_channels: int = 1
@@ -184,10 +186,6 @@ def _init_weights(module: nn.Module) -> None:
 def build_network(config: NetworkConfig) -> UNet:
     """Build the U-Net for a configuration (deep supervision off: switch it on for training)."""
     return UNet(config)
-
-
-def count_parameters(network: nn.Module) -> int:
-    return sum(p.numel() for p in network.parameters())
 
 
 def probabilities_from_logits(logits: torch.Tensor, head: HeadName) -> torch.Tensor:

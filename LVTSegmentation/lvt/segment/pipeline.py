@@ -9,7 +9,6 @@ cancel never leaves half a result behind.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,16 +21,16 @@ import numpy as np
 from lvt.atomic import atomic_folder
 from lvt.errors import InputError
 from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
-from lvt.image import Image
-from lvt.labels import LIVER, TUMOR
+from lvt.image import AIR_HU, Image
+from lvt.labels import LIVER, PROBABILITY_THRESHOLD, TUMOR, whole_liver
 from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.segment.device import resolve_device
+from lvt.segment.model_file import bundled_model_path
 from lvt.segment.postprocess import PostprocessConfig, largest_component, postprocess
-from lvt.segment.predict import Predictor, WindowStats
+from lvt.segment.predict import Predictor, SlidingWindowConfig, WindowStats
 
 if TYPE_CHECKING:
     from lvt.measure.volumes_and_lesions import Lesion
-
-logger = logging.getLogger(__name__)
 
 REGION_MARGIN_MM = 10.0
 DEFAULT_RESECTION_SEGMENT = "Resection"
@@ -65,7 +64,7 @@ def segment_image(
     manifest = predictor.manifest
     with _timed(timings, "resample"):
         report(progress, "resample", 0, 1, f"resampling to {manifest.spacing_mm} mm")
-        model_image = resample_to_spacing(ct, manifest.spacing_mm, interpolation="linear", default_value=-1024.0)
+        model_image = resample_to_spacing(ct, manifest.spacing_mm, interpolation="linear", default_value=AIR_HU)
     check_cancel(cancel)
     with _timed(timings, "inference"):
         probabilities, stats = predictor.predict_probabilities(model_image.array, progress, cancel)
@@ -81,7 +80,8 @@ def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarr
                           config: PostprocessConfig) -> tuple[np.ndarray, list[dict]]:
     """Resample probabilities back only around the liver, threshold and clean up there."""
     labels = np.zeros(ct.array.shape, dtype=np.uint8)
-    region = largest_component((probabilities[LIVER] > 0.5) | (probabilities[TUMOR] > 0.5))
+    region = largest_component((probabilities[LIVER] > PROBABILITY_THRESHOLD)
+                               | (probabilities[TUMOR] > PROBABILITY_THRESHOLD))
     box = bounding_box_in(ct, model_image, region, REGION_MARGIN_MM) if region.any() else None
     if box is None:
         return labels, []
@@ -133,9 +133,6 @@ def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = 
     Returns:
         The predictor and any note for the user (e.g. that it fell back to the CPU).
     """
-    from lvt.segment.model_file import bundled_model_path
-    from lvt.segment.predict import SlidingWindowConfig, resolve_device
-
     device, message = resolve_device(options.device)
     if message:
         report(progress, "read", 0, 1, message)
@@ -162,8 +159,9 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     :func:`lvt.measure.planning.liver_remnant`).
     """
     from lvt.io import write_image, write_segmentation
+    from lvt.measure.html import write_html_report
     from lvt.measure.planning import planning_summary
-    from lvt.measure.report import build_report, write_html_report, write_report_json
+    from lvt.measure.report import build_report, write_report_json
     from lvt.measure.volumes_and_lesions import measure_labels
 
     report(progress, "measure", 0, 1, "volumes and diameters")
@@ -291,7 +289,7 @@ def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
             labels = resample_like(labels, ct, interpolation="nearest")
         resection = None
         if resection_path is not None or resection_segment is not None:
-            if not (labels.array > 0).any():
+            if not whole_liver(labels.array).any():
                 raise InputError(seg_path, "has no liver, so there is no liver remnant to compute")
             resection = read_resection_region(resection_path or seg_path, resection_segment, labels)
         report(progress, "read", 1, 1, "done")

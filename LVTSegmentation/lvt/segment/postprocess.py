@@ -13,10 +13,18 @@ import numpy as np
 from scipy import ndimage
 
 from lvt.image import Image
-from lvt.labels import LIVER, TUMOR, VESSEL, exclusive_labels
-
-THRESHOLD = 0.5
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from lvt.labels import (
+    CONNECTIVITY_26,
+    LIVER,
+    LIVER_LABEL,
+    PROBABILITY_THRESHOLD,
+    TUMOR,
+    TUMOR_LABEL,
+    VESSEL,
+    apply_hierarchy,
+    exclusive_labels,
+    label_components,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class PostprocessResult:
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a boolean mask (empty stays empty)."""
-    components, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    components, count = label_components(mask)
     if count <= 1:
         return mask.astype(bool)
     sizes = np.bincount(components.ravel())
@@ -53,7 +61,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _keep_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Components of ``mask`` that overlap ``region``."""
-    components, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    components, count = label_components(mask)
     if count == 0:
         return mask.astype(bool)
     touching = np.unique(components[region & (components > 0)])
@@ -62,23 +70,22 @@ def _keep_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def clean_masks(probabilities: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     """Thresholded, anatomically consistent (3, Z, Y, X) bool masks (liver = whole liver)."""
-    masks = probabilities > THRESHOLD
+    masks = probabilities > PROBABILITY_THRESHOLD
     liver_core = masks[LIVER] | masks[TUMOR]
     if config.keep_largest_liver_component and liver_core.any():
         liver_core = largest_component(liver_core)
     if config.fill_liver_holes:
         liver_core = ndimage.binary_fill_holes(liver_core)
-    near_liver = ndimage.binary_dilation(liver_core, _CONNECTIVITY_26, iterations=config.vessel_margin_voxels) \
+    near_liver = ndimage.binary_dilation(liver_core, CONNECTIVITY_26, iterations=config.vessel_margin_voxels) \
         if config.vessel_margin_voxels else liver_core
     tumor = _keep_touching(masks[TUMOR], liver_core)
     vessel = masks[VESSEL] & near_liver
-    return np.stack([liver_core | vessel | tumor, vessel, tumor])
+    return apply_hierarchy(np.stack([liver_core, vessel, tumor]))
 
 
 def drop_small_tumors(labels: np.ndarray, grid: Image, min_volume_ml: float) -> list[dict]:
     """Relabel tumor components below ``min_volume_ml`` as liver parenchyma, in place; report them."""
-    tumor_label = 3
-    components, count = ndimage.label(labels == tumor_label, structure=_CONNECTIVITY_26)
+    components, count = label_components(labels == TUMOR_LABEL)
     if count == 0 or min_volume_ml <= 0:
         return []
     sizes = np.bincount(components.ravel())
@@ -90,7 +97,7 @@ def drop_small_tumors(labels: np.ndarray, grid: Image, min_volume_ml: float) -> 
         centroid_kji = np.argwhere(voxels).mean(axis=0)
         dropped.append({"volume_ml": float(sizes[index] * grid.voxel_volume_ml),
                         "centroid_lps_mm": grid.ijk_to_lps(centroid_kji[::-1])[0].round(2).tolist()})
-        labels[voxels] = 1
+        labels[voxels] = LIVER_LABEL
     return dropped
 
 

@@ -5,17 +5,15 @@ bounding box, a separable Gaussian importance map (MONAI's), several windows per
 logits accumulated in preallocated float32 buffers at model resolution only and on the device that
 runs the network, windows that hold nothing but air skipped (counted in the stats), freed memory kept
 in the process while the CPU runs the network, optional flip test-time augmentation, fp16 autocast on
-CUDA only. What each of these choices bought is measured in docs/performance.md.
+CUDA only (the last two from :mod:`lvt.segment.device`). What each of these choices bought is measured
+in docs/performance.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lvt.image import AIR_HU, AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.segment.device import autocast, resolve_device, retained_heap
 from lvt.segment.model_file import ModelManifest, load_model
 from lvt.segment.network import UNet, probabilities_from_logits
 from lvt.segment.window import apply_window
 
 logger = logging.getLogger(__name__)
 
-AIR_HU = -1024.0
 GAUSSIAN_FLOOR = 1e-3  # as MONAI: a window's far corners still count a little, and never 0/0
 WINDOWS_PER_BATCH_CPU = 1  # 2 or 4 are no faster on 2 idle cores and need ~0.4 GB more (docs/performance.md)
 WINDOWS_PER_BATCH_CUDA = 4
@@ -63,7 +62,7 @@ class SlidingWindowConfig:
     windows_per_batch: int | None = None
     use_tta: bool = False
     skip_air_windows: bool = True
-    air_threshold_hu: float = -500.0
+    air_threshold_hu: float = AIR_THRESHOLD_HU
     use_channels_last: bool = False
     use_compile: bool = False
     crop_to_body: bool = True
@@ -92,71 +91,6 @@ class WindowStats:
     seconds: float = 0.0
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> tuple[torch.device, str | None]:
-    """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a device, with a message when falling back."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda"), None
-        return torch.device("cpu"), "no CUDA GPU found: running on the CPU"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu"), f"--device {name} requested but CUDA is not available: running on the CPU"
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        return torch.device("cpu"), "--device mps requested but MPS is not available: running on the CPU"
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    return torch.device(name), None
-
-
-def available_cpu_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
-
-    A container limited to 2 CPUs on a 64-core host reports 64 cores to ``os.cpu_count()``;
-    64 threads fighting over 2 cores are far slower than 2.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
-    return cores
-
-
-@contextlib.contextmanager
-def retained_heap(enabled: bool = True) -> Iterator[None]:
-    """Keep freed memory in the process (glibc) while the network runs on the CPU; hand it back after.
-
-    glibc serves each large activation buffer with a fresh ``mmap`` and returns it on free, so every
-    window faults in about a gigabyte of zeroed pages again: on the 2-core benchmark machine a quarter
-    of the CPU time went to the kernel. Raising the mmap and trim thresholds keeps those pages; on
-    exit the defaults come back and ``malloc_trim`` releases what was kept. A no-op off glibc.
-    """
-    libc = _glibc() if enabled else None
-    if libc is None:
-        yield
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
-    try:
-        yield
-    finally:
-        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
-        libc.malloc_trim(0)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from glibc's malloc.h
-_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
-
-
-@lru_cache(maxsize=1)
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
 
 
 def compute_window_starts(image_size: int, patch_size: int, overlap: float) -> list[int]:
@@ -194,13 +128,6 @@ def gaussian_importance_map(patch_size: tuple[int, int, int], sigma_fraction: fl
     weights = (weights / weights.max()).astype(np.float32)
     weights.setflags(write=False)
     return weights
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # fp16 on CUDA only: CPU autocast is slow on many CPUs and fp16 accumulation there is slower still.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _pad_to_patch(hu: np.ndarray, patch: tuple[int, int, int]) -> tuple[np.ndarray, tuple[slice, ...]]:
@@ -409,7 +336,7 @@ class Predictor:
     def _forward_with_tta(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(B, C, *patch) float32 logits of a (B, 1, *patch) windowed batch, averaged over flips with TTA."""
         self.network.to(device)
-        with _autocast(device):
+        with autocast(device):
             total = self._run_network(inputs, device).float()
             if not self.config.use_tta:
                 return total

@@ -1,11 +1,14 @@
 """Training configuration: one YAML/JSON file, validated once into frozen dataclasses.
 
-Errors name the file and the field, so a typo in a long run's config fails before any work starts.
+Strict, so a long run fails before any work starts instead of training with a silently ignored
+setting: an unknown field anywhere (a typo such as ``feature_per_stage``), a missing required one, an
+invalid value or an invalid dataset spec is an :class:`InputError` naming the config file and the field.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,24 +19,39 @@ from lvt.errors import InputError
 from lvt.segment.network import NetworkConfig
 from lvt.segment.window import RandomWindowing, Window
 from lvt.train.augment import AugmentConfig
+from lvt.train.data.specs import SPEC_FIELDS, DatasetSpec
+from lvt.train.known_fields import unknown_fields_problem
 from lvt.train.losses import LossName
+
+# Learning rate and weight decay when the config gives none: the ablations' AdamW, nnU-Net's SGD.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "adamw": {"learning_rate": 1e-3, "weight_decay": 1e-2},
+    "sgd": {"learning_rate": 1e-2, "weight_decay": 3e-5},
+}
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """AdamW + cosine decay with warm-up (ablations) or SGD + polynomial decay (final model)."""
+    """AdamW + cosine decay with warm-up (ablations) or SGD (Nesterov) + polynomial decay (final model).
+
+    ``learning_rate`` and ``weight_decay`` left at None take the chosen optimizer's defaults
+    (:data:`OPTIMIZER_DEFAULTS`): SGD gets nnU-Net's 1e-2 and 3e-5, with momentum 0.99.
+    """
 
     name: Literal["adamw", "sgd"] = "adamw"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
+    learning_rate: float | None = None
+    weight_decay: float | None = None
     momentum: float = 0.99
     warmup_steps: int = 100
     schedule: Literal["cosine", "poly"] = "cosine"
     gradient_clip_norm: float = 12.0
 
     def __post_init__(self) -> None:
-        if self.name not in ("adamw", "sgd"):
+        if self.name not in OPTIMIZER_DEFAULTS:
             raise ValueError(f"optimizer.name must be 'adamw' or 'sgd', got {self.name!r}")
+        for key, default in OPTIMIZER_DEFAULTS[self.name].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
         if self.schedule not in ("cosine", "poly"):
             raise ValueError(f"optimizer.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.gradient_clip_norm <= 0:
@@ -42,14 +60,20 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One dataset of the mixture: its spec (as a dict, validated by lvt.train.data.specs) and training extras.
+    """One dataset of the mixture: its validated spec and training extras.
 
     ``synthetic_tumor_variants`` > 0 adds that many copies of each case with synthetic tumors painted
     into its liver (class weights liver + tumor), for real CTs that only have liver labels.
+    ``written`` is the entry as the config wrote it (a built-in spec stays a name, a root stays as
+    typed): the provenance saved with the model.
     """
 
-    spec: dict
+    spec: DatasetSpec
     synthetic_tumor_variants: int = 0
+    written: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"spec": self.written, "synthetic_tumor_variants": self.synthetic_tumor_variants}
 
 
 @dataclass(frozen=True)
@@ -116,51 +140,108 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _entries(items: Any, key: str) -> tuple[DatasetEntry, ...]:
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+_SETTABLE_FIELDS = _field_names(TrainingConfig) - {"source", "base_dir"}
+_ENTRY_FIELDS = SPEC_FIELDS | {"builtin", "synthetic_tumor_variants"}
+
+
+def _checked(section: Any, where: str, known: Iterable[str], required: Iterable[str] = ()) -> dict[str, Any]:
+    """A copy of one section once it is a mapping with no unknown field and every required one."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{prefix}expected a mapping of fields, got {section!r}")
+    problem = unknown_fields_problem(section, known)
+    if problem:
+        raise ValueError(prefix + problem)
+    missing = [key for key in required if key not in section]
+    if missing:
+        raise ValueError(f"{prefix}missing required field(s) {', '.join(missing)}")
+    return dict(section)
+
+
+def _tuples(section: dict[str, Any]) -> dict[str, Any]:
+    """YAML lists as the tuples the frozen configs hold."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
+
+
+def _entries(items: Any, key: str, base_dir: Path, source: str) -> tuple[DatasetEntry, ...]:
+    """The datasets of one list, each spec validated now (kind, fields, label meaning); names unique."""
     if not isinstance(items, list):
         raise ValueError(f"{key} must be a list of dataset specs")
     entries = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise ValueError(f"{key}: each dataset must be a mapping, got {item!r}")
-        spec = dict(item)
-        variants = int(spec.pop("synthetic_tumor_variants", 0))
-        entries.append(DatasetEntry(spec=spec, synthetic_tumor_variants=variants))
+    for index, item in enumerate(items):
+        written = _checked(item, f"{key}[{index}]", _ENTRY_FIELDS)
+        variants = int(written.pop("synthetic_tumor_variants", 0))
+        spec = DatasetSpec.from_dict(written, source=source, base_dir=base_dir)
+        entries.append(DatasetEntry(spec, variants, written))
+    names = [entry.spec.name for entry in entries]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise ValueError(f"{key}: dataset name {twice!r} is used twice; names must be unique (they prefix case names)")
     return tuple(entries)
 
 
-def _augment(data: dict) -> AugmentConfig:
-    data = dict(data)
-    windowing = data.pop("random_windowing", {})
-    random_windowing = None if windowing is None else RandomWindowing(**{
-        k: tuple(v) if isinstance(v, list) else v for k, v in windowing.items()
-    })
-    return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()},
-                         random_windowing=random_windowing)
+def _network(section: Any) -> NetworkConfig:
+    return NetworkConfig.from_dict(_checked(section, "network", _field_names(NetworkConfig) - {"extra"}))
 
 
-def training_config_from_dict(data: dict, base_dir: Path, source: str) -> TrainingConfig:
-    """Build and validate a config; relative paths resolve against ``base_dir`` (the file's folder)."""
-    data = dict(data)
-    known = {f.name for f in fields(TrainingConfig)}
-    settable = known - {"source", "base_dir"}
-    unknown = sorted(set(data) - settable)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; known fields are {sorted(settable)}")
+def _optimizer(section: Any) -> OptimizerConfig:
+    return OptimizerConfig(**_checked(section, "optimizer", _field_names(OptimizerConfig)))
+
+
+def _window(section: Any) -> Window:
+    return Window.from_dict(_checked(section, "window", _field_names(Window), required=("level_hu", "width_hu")))
+
+
+def _augment(section: Any) -> AugmentConfig:
+    """Augmentation settings; ``random_windowing: null`` turns random windowing off."""
+    data = _tuples(_checked(section, "augment", _field_names(AugmentConfig)))
+    windowing = data.get("random_windowing")
+    if windowing is not None:
+        known = _field_names(RandomWindowing)
+        data["random_windowing"] = RandomWindowing(**_tuples(_checked(windowing, "augment.random_windowing", known)))
+    return AugmentConfig(**data)
+
+
+_SECTIONS = {"network": _network, "optimizer": _optimizer, "augment": _augment, "window": _window}
+
+
+def _arguments(data: Any, base_dir: Path, source: str) -> dict[str, Any]:
+    """TrainingConfig's arguments from the file's mapping; paths resolved, sections and datasets built."""
+    data = _checked(data, "", _SETTABLE_FIELDS, required=("datasets",))
     for key in ("output_dir", "cache_dir"):
         if data.get(key) is not None:
             data[key] = (base_dir / data[key]).resolve()
     data.setdefault("output_dir", (base_dir / "runs" / str(data.get("model_name", "lvt_model"))).resolve())
-    data["datasets"] = _entries(data.get("datasets"), "datasets")
-    data["validation"] = _entries(data.get("validation", []), "validation")
-    for key, build in (("network", NetworkConfig.from_dict), ("optimizer", lambda d: OptimizerConfig(**d)),
-                       ("augment", _augment), ("window", Window.from_dict)):
+    for key in ("datasets", "validation"):
+        if key in data:
+            data[key] = _entries(data[key], key, base_dir, source)
+    for key, build in _SECTIONS.items():
         if key in data:
             data[key] = build(data[key])
     for key in ("spacing_mm", "patch_size_zyx"):
         if key in data:
             data[key] = tuple(data[key])
-    return TrainingConfig(**data, source=source, base_dir=base_dir)
+    return data
+
+
+def training_config_from_dict(data: Mapping[str, Any], base_dir: Path, source: str) -> TrainingConfig:
+    """Build and validate a config; relative paths resolve against ``base_dir`` (the file's folder).
+
+    Raises:
+        InputError: naming ``source`` and the field: an unknown or missing field, an invalid value,
+            or an invalid dataset spec (e.g. a ``kind`` that is not one of the known kinds).
+    """
+    where = source or "training config"
+    try:
+        return TrainingConfig(**_arguments(data, base_dir, where), source=source, base_dir=base_dir)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise InputError(where, f"invalid training config: {error}") from error
 
 
 def load_training_config(path: Path | str, **overrides: Any) -> TrainingConfig:
@@ -179,7 +260,4 @@ def load_training_config(path: Path | str, **overrides: Any) -> TrainingConfig:
     if not isinstance(data, dict):
         raise InputError(path, "a training config must be a mapping of fields")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return training_config_from_dict(data, path.resolve().parent, source=str(path))
-    except (TypeError, ValueError) as error:
-        raise InputError(path, f"invalid training config: {error}") from error
+    return training_config_from_dict(data, path.resolve().parent, source=str(path))

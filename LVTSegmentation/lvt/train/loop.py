@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -36,6 +34,7 @@ from lvt.train.augment import apply_augment, context_size, draw_augment_params
 from lvt.train.config import TrainingConfig
 from lvt.train.data.cache import CachedCase
 from lvt.train.data.prepare import dataset_weights, prepare_cases
+from lvt.train.distributed import DistributedRun, init_distributed
 from lvt.train.losses import lvt_loss
 from lvt.train.sampling import PatchSampler
 
@@ -52,30 +51,6 @@ class TrainingResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     skipped_cases: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:
-    """Join a torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if world_size <= 1:
-        return _Dist(), torch.device("cuda" if use_cuda else "cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    return _Dist(dist.get_rank(), world_size), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
 
 
 def build_optimizer(
@@ -115,7 +90,8 @@ def _targets(masks: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor
 class Trainer:
     """State of one run: network, optimiser, schedule, sampler and generators."""
 
-    def __init__(self, config: TrainingConfig, cases: list[CachedCase], device: torch.device, ddp: _Dist) -> None:
+    def __init__(self, config: TrainingConfig, cases: list[CachedCase], device: torch.device,
+                 ddp: DistributedRun) -> None:
         self.config = config
         self.device = device
         self.ddp = ddp
@@ -129,7 +105,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.network, config)
         self.context = context_size(config.patch_size_zyx, config.augment)
         self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed,
-                                    dataset_weights(config.datasets, config))
+                                    dataset_weights(config.datasets))
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.history: list[dict] = []
@@ -263,7 +239,7 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
     Raises:
         CancelledError: after saving a resume point, when ``cancel`` was set.
     """
-    ddp, torch_device = _init_distributed(device)
+    ddp, torch_device = init_distributed(device)
     out = config.output_dir
     train_cases, skipped = prepare_cases(config.datasets, config, skip_bad_cases=skip_bad_cases,
                                          progress=progress, cancel=cancel, write=ddp.is_main, ddp=ddp)
@@ -325,8 +301,7 @@ def _finish(trainer: Trainer, val_cases: list[CachedCase], seconds: float, skipp
         from lvt.train.plot import plot_history  # matplotlib only where a plot is written
 
         plot_history(trainer.history, out / "curves.png")
-    if trainer.ddp.world_size > 1:
-        dist.barrier()
+    trainer.ddp.barrier()
     return TrainingResult(out / "final.json", best, trainer.step, seconds, trainer.history, skipped)
 
 

@@ -65,7 +65,7 @@ def machine_info() -> dict:
     import psutil
     import torch
 
-    from lvt.segment.predict import available_cpu_cores
+    from lvt.segment.device import available_cpu_cores
 
     cpu = cpu_description()
     cores = available_cpu_cores()
@@ -164,7 +164,7 @@ def ircadb_case() -> Case:
         sys.exit(f"{IRCADB_CT} not found: the real case lives in ../shared/data beside the repository")
     labels = SCRATCH / "ircadb01_17_reference_labels.nii.gz"
     if not labels.is_file():
-        from lvt.evaluate.scoring import EvaluationCase, load_truth, read_truth_spec
+        from lvt.evaluate.files import EvaluationCase, load_truth, read_truth_spec
         from lvt.io import write_image
         from lvt.labels import exclusive_labels
 

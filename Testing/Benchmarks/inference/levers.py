@@ -49,8 +49,8 @@ def forward_worker(setting: dict, model: Path, passes: int) -> dict:
     """Time ``passes`` forward passes of one setting after a warm-up pass (a fresh process per call)."""
     import torch
 
+    from lvt.segment.device import retained_heap
     from lvt.segment.model_file import load_model
-    from lvt.segment.predict import retained_heap
 
     if setting.get("threads"):
         torch.set_num_threads(setting["threads"])

@@ -39,9 +39,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "monai_comparison_cpu"
 def model_grid_input(case: benchlib.Case, model: Path) -> np.ndarray:
     """The case on the model grid (as the pipeline resamples it), padded so both window rules agree."""
     from lvt.grid import resample_to_spacing
+    from lvt.image import AIR_HU
     from lvt.io import read_image
     from lvt.segment.model_file import read_manifest
-    from lvt.segment.predict import AIR_HU
 
     manifest, _ = read_manifest(model)
     hu = resample_to_spacing(read_image(case.ct), manifest.spacing_mm, default_value=AIR_HU).array

@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvt.evaluate.scoring import evaluate_case, write_text_atomically
+from lvt.atomic import write_text_atomically
+from lvt.evaluate.scoring import evaluate_case
 from lvt.image import Image
 from lvt.io import read_image, read_label_image, write_image
 from lvt.labels import CLASS_KEYS, masks_from_labels

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from lvt.evaluate.scoring import evaluate_folder
+from lvt.evaluate.run import evaluate_folder
 from lvt.segment.model_file import bundled_model_path, read_manifest
 
 HERE = Path(__file__).resolve().parent

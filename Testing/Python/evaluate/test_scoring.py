@@ -1,4 +1,7 @@
-"""Tests of lvt.evaluate.scoring: per-case scoring, not-annotated classes, CSV/summary files, Wilcoxon, the CLI door."""
+"""Tests of lvt.evaluate: per-case scoring, not-annotated classes, CSV/summary files, Wilcoxon, the CLI door.
+
+The CLI door is lvt.cli.evaluate.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,13 @@ import pytest
 from conftest import SHARED_DATA
 from scipy import stats
 
+from lvt.cli import evaluate as evaluate_cli
 from lvt.errors import InputError
-from lvt.evaluate import scoring as evaluation
+from lvt.evaluate.files import EvaluationCase, find_cases, load_truth, read_truth_spec
+from lvt.evaluate.paired import compare_csv
+from lvt.evaluate.run import evaluate_folder
+from lvt.evaluate.scoring import CLASS_METRICS, PER_CASE_COLUMNS, case_rows, evaluate_case
+from lvt.evaluate.write import csv_text
 from lvt.image import Image
 from lvt.io import write_image
 from lvt.labels import exclusive_labels, masks_from_labels
@@ -38,7 +46,7 @@ def _image(labels: np.ndarray, spacing=SPACING_XYZ_MM) -> Image:
 
 def test_perfect_prediction_scores_one_everywhere():
     labels = _phantom_labels()
-    result = evaluation.evaluate_case(_image(labels), masks_from_labels(labels), (True, True, True))
+    result = evaluate_case(_image(labels), masks_from_labels(labels), (True, True, True))
     for key in ("liver", "vessel", "tumor"):
         entry = result[key]
         assert (entry["dice"], entry["precision"], entry["recall"], entry["nsd"]) == (1.0, 1.0, 1.0, 1.0)
@@ -50,7 +58,7 @@ def test_perfect_prediction_scores_one_everywhere():
 def test_shifted_prediction_has_the_expected_dice():
     truth = _phantom_labels()
     pred = _phantom_labels(shift_x=2)  # 2 of 10 liver columns and 2 of 4 tumor columns move out
-    result = evaluation.evaluate_case(_image(pred), masks_from_labels(truth), (True, True, True))
+    result = evaluate_case(_image(pred), masks_from_labels(truth), (True, True, True))
     assert result["liver"]["dice"] == pytest.approx(0.8)
     assert result["tumor"]["dice"] == pytest.approx(0.5)
     assert result["vessel"]["dice"] == pytest.approx(0.8)
@@ -63,10 +71,10 @@ def test_not_annotated_class_is_none_not_zero():
     labels = _phantom_labels()
     wrong = labels.copy()
     wrong[wrong == 2] = 1  # no vessel predicted at all
-    result = evaluation.evaluate_case(_image(wrong), masks_from_labels(labels), (True, False, True))
+    result = evaluate_case(_image(wrong), masks_from_labels(labels), (True, False, True))
     assert result["vessel"]["annotated"] is False
-    assert all(result["vessel"][m] is None for m in evaluation.CLASS_METRICS)
-    rows = evaluation.case_rows("a", result)
+    assert all(result["vessel"][m] is None for m in CLASS_METRICS)
+    rows = case_rows("a", result)
     assert [r["status"] for r in rows] == ["ok", "not annotated", "ok"]
 
 
@@ -98,7 +106,7 @@ def test_folder_evaluation_writes_csvs_and_excludes_not_annotated_from_the_mean(
             (("a", ("liver", "vessel", "tumor")), ("b", ("liver", "tumor")))}
     (tmp_path / "truth.json").write_text(json.dumps(spec))
     out = tmp_path / "out"
-    result = evaluation.evaluate_folder([pred_dir], tmp_path / "truth.json", out)
+    result = evaluate_folder([pred_dir], tmp_path / "truth.json", out)
     per_case = _read_csv(out / "per_case.csv")
     vessel_b = next(r for r in per_case if r["case"] == "b" and r["class"] == "vessel")
     assert vessel_b["status"] == "not annotated" and vessel_b["dice"] == ""
@@ -116,7 +124,7 @@ def test_mismatched_grid_names_the_case(tmp_path):
     _write_case(tmp_path / "pred", "case07", labels, spacing=(1.0, 1.0, 2.0))
     _write_case(tmp_path / "truth", "case07", labels)
     with pytest.raises(InputError, match="case07"):
-        evaluation.evaluate_folder([tmp_path / "pred"], tmp_path / "truth", tmp_path / "out")
+        evaluate_folder([tmp_path / "pred"], tmp_path / "truth", tmp_path / "out")
     assert not (tmp_path / "out" / "per_case.csv").exists()
 
 
@@ -124,12 +132,12 @@ def test_missing_reference_names_the_case(tmp_path):
     _write_case(tmp_path / "pred", "case09", _phantom_labels())
     (tmp_path / "truth").mkdir()
     with pytest.raises(InputError, match="case09"):
-        evaluation.find_cases([tmp_path / "pred"], tmp_path / "truth")
+        find_cases([tmp_path / "pred"], tmp_path / "truth")
 
 
 def _write_per_case(path: Path, dice_by_case: dict[str, float]) -> None:
     rows = [{"case": c, "class": "liver", "status": "ok", "dice": d} for c, d in dice_by_case.items()]
-    path.write_text(evaluation._csv_text(evaluation.PER_CASE_COLUMNS, rows))
+    path.write_text(csv_text(PER_CASE_COLUMNS, rows))
 
 
 def test_wilcoxon_comparison_matches_scipy_on_common_cases(tmp_path):
@@ -137,7 +145,7 @@ def test_wilcoxon_comparison_matches_scipy_on_common_cases(tmp_path):
     b = [0.93, 0.86, 0.87, 0.96, 0.86, 0.955, 0.79, 0.88]
     _write_per_case(tmp_path / "a.csv", {f"c{i}": v for i, v in enumerate(a)})
     _write_per_case(tmp_path / "b.csv", {**{f"c{i}": v for i, v in enumerate(b)}, "extra": 0.1})
-    (row,) = evaluation.compare_csv(tmp_path / "a.csv", tmp_path / "b.csv")
+    (row,) = compare_csv(tmp_path / "a.csv", tmp_path / "b.csv")
     expected = stats.wilcoxon(a, b)
     assert (row.class_key, row.metric, row.n) == ("liver", "dice", 8)
     assert row.p_value == pytest.approx(expected.pvalue) and row.statistic == pytest.approx(expected.statistic)
@@ -148,14 +156,14 @@ def test_wilcoxon_with_identical_values_gives_p_one(tmp_path):
     values = {f"c{i}": 0.5 + 0.01 * i for i in range(5)}
     _write_per_case(tmp_path / "a.csv", values)
     _write_per_case(tmp_path / "b.csv", values)
-    (row,) = evaluation.compare_csv(tmp_path / "a.csv", tmp_path / "b.csv")
+    (row,) = compare_csv(tmp_path / "a.csv", tmp_path / "b.csv")
     assert (row.statistic, row.p_value, row.mean_difference) == (0.0, 1.0, 0.0)
 
 
 def _run(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    evaluation.add_evaluate_arguments(parser)
-    return evaluation.run_evaluate(parser.parse_args(list(argv)))
+    evaluate_cli.add_arguments(parser)
+    return evaluate_cli.run(parser.parse_args(list(argv)))
 
 
 def test_cli_door_exit_codes_overwrite_and_tolerances(tmp_path, capsys):
@@ -175,9 +183,9 @@ def test_cli_door_exit_codes_overwrite_and_tolerances(tmp_path, capsys):
 
 
 def test_parse_tolerances_keeps_defaults():
-    assert evaluation.parse_tolerances(["tumor=2.5"]) == (7.0, 3.0, 2.5)
+    assert evaluate_cli.parse_tolerances(["tumor=2.5"]) == (7.0, 3.0, 2.5)
     with pytest.raises(InputError):
-        evaluation.parse_tolerances(["liver=-1"])
+        evaluate_cli.parse_tolerances(["liver=-1"])
 
 
 @pytest.mark.slow
@@ -190,14 +198,14 @@ def test_ircadb_spec_perfect_prediction(tmp_path):
         "tumor": [str(DATA / "ircadb01_17_livertumor1.nii.gz"), str(DATA / "ircadb01_17_livertumor2.nii.gz")],
     }}
     (tmp_path / "truth.yaml").write_text(json.dumps(spec))  # JSON is valid YAML
-    truth = evaluation.read_truth_spec(tmp_path / "truth.yaml")["ircadb01_17"]
-    grid, masks, annotated = evaluation.load_truth(evaluation.EvaluationCase("ircadb01_17", DATA, truth))
+    truth = read_truth_spec(tmp_path / "truth.yaml")["ircadb01_17"]
+    grid, masks, annotated = load_truth(EvaluationCase("ircadb01_17", DATA, truth))
     assert annotated == (True, True, True) and grid.size_ijk == (512, 512, 119)
     # Only the intrahepatic part of portal vein + venous system (about 157 mL) is vessel.
     assert masks[1].sum() * grid.voxel_volume_ml == pytest.approx(47.2, abs=0.5)
     assert not np.any(masks[1] & ~masks[0])
     write_image(grid.with_array(exclusive_labels(masks)), tmp_path / "pred" / "ircadb01_17.nii.gz")
-    result = evaluation.evaluate_folder([tmp_path / "pred"], tmp_path / "truth.yaml", tmp_path / "out")
+    result = evaluate_folder([tmp_path / "pred"], tmp_path / "truth.yaml", tmp_path / "out")
     scores = {(r["class"], m): r[m] for r in result.rows for m in ("dice", "nsd", "lesion_sensitivity")}
     assert scores[("liver", "dice")] == 1.0 and scores[("vessel", "nsd")] == 1.0
     assert scores[("tumor", "lesion_sensitivity")] == 1.0

@@ -1,4 +1,4 @@
-"""Tests for lvt.followup.compare: lesion follow-up on phantom pairs with known changes, RECIST 1.1, and `lvt compare`.
+"""Tests for lvt.followup: lesion follow-up on phantom pairs with known changes, RECIST 1.1, and `lvt compare`.
 
 The two studies' segmentations are ground-truth label maps of one phantom patient (no model is
 run) with spherical lesions painted in at known places and radii. The follow-up is rendered on
@@ -17,15 +17,10 @@ from conftest import rotation
 from scipy import ndimage
 
 from lvt.cli.main import run
-from lvt.followup.compare import (
-    CompareConfig,
-    RecistConfig,
-    Study,
-    follow_up,
-    followup_document,
-    recist_category,
-    select_targets,
-)
+from lvt.followup.compare import CompareConfig, follow_up
+from lvt.followup.document import followup_document
+from lvt.followup.recist import RecistConfig, recist_category, select_targets
+from lvt.followup.studies import Study
 from lvt.image import Image
 from lvt.io import write_image
 from lvt.measure.volumes_and_lesions import AxialDiameters, Lesion

@@ -1,4 +1,4 @@
-"""Tests for lvt.measure.report: report.json schema and round trip, the HTML page, and the orientation of its views."""
+"""Tests for lvt.measure.report, html and views: report.json schema and round trip, the page, its views' orientation."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-import lvt.measure.report
+import lvt.measure.html
 from lvt.image import Image
-from lvt.measure.report import (
-    AXIAL,
-    CORONAL,
-    REVIEW_NOTE,
-    SAGITTAL,
-    build_report,
-    view_through,
-    write_html_report,
-    write_report_json,
-)
-from lvt.measure.surfaces import OffscreenRenderingError, check_offscreen_rendering, extract_surfaces
+from lvt.measure.html import REVIEW_NOTE, write_html_report
+from lvt.measure.report import build_report, write_report_json
+from lvt.measure.surface_view import OffscreenRenderingError, check_offscreen_rendering
+from lvt.measure.surfaces import extract_surfaces
+from lvt.measure.views import AXIAL, CORONAL, SAGITTAL, view_through
 from lvt.measure.volumes_and_lesions import measure_labels
 
 SCHEMA_KEYS = {"lvt_version", "model", "input", "liver", "vessels", "tumors", "lesions", "inference", "warnings"}
@@ -182,7 +176,7 @@ def test_missing_3d_renderer_gives_a_warning_not_a_failure(phantom, tmp_path, mo
     def no_opengl(*_args, **_kwargs):
         raise OffscreenRenderingError("no EGL here")
 
-    monkeypatch.setattr(lvt.measure.report, "render_surfaces_png", no_opengl)
+    monkeypatch.setattr(lvt.measure.html, "render_surfaces_png", no_opengl)
     labels = phantom[1]
     report = _report(labels, warnings=[])
     page = write_html_report(report, None, labels, {"liver": object()}, tmp_path).read_text(encoding="utf-8")

@@ -7,15 +7,8 @@ import pytest
 from conftest import rotation
 
 from lvt.image import Image
-from lvt.measure.surfaces import (
-    SURFACES,
-    OffscreenRenderingError,
-    check_offscreen_rendering,
-    extract_surfaces,
-    mask_surface,
-    render_surfaces_png,
-    write_surfaces,
-)
+from lvt.measure.surface_view import OffscreenRenderingError, check_offscreen_rendering, render_surfaces_png
+from lvt.measure.surfaces import SURFACES, extract_surfaces, mask_surface, write_surfaces
 
 vtk_numpy = pytest.importorskip("vtkmodules.util.numpy_support")
 

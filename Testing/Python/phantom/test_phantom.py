@@ -8,7 +8,8 @@ from scipy import ndimage
 
 from lvt.image import Image
 from lvt.labels import LIVER, TUMOR, VESSEL, exclusive_labels
-from lvt.phantom import PhantomConfig, insert_synthetic_tumors, make_phantom
+from lvt.phantom import PhantomConfig, make_phantom
+from lvt.train.data.synthetic_tumors import insert_synthetic_tumors
 
 COARSE = (5.0, 5.0, 5.0)
 

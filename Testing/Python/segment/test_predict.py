@@ -13,12 +13,12 @@ import torch
 
 from lvt.errors import CancelledError
 from lvt.phantom import PhantomConfig, make_phantom
+from lvt.segment.device import available_cpu_cores
 from lvt.segment.model_file import ModelManifest
 from lvt.segment.network import NetworkConfig, build_network
 from lvt.segment.predict import (
     Predictor,
     SlidingWindowConfig,
-    available_cpu_cores,
     body_box,
     compute_window_starts,
     count_windows,

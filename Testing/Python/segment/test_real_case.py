@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, shared_file
 
 from lvt.cli.main import run
-from lvt.evaluate.scoring import evaluate_folder
+from lvt.evaluate.run import evaluate_folder
 
 pytestmark = pytest.mark.slow
 

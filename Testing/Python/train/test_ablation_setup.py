@@ -14,7 +14,9 @@ import pytest
 from conftest import REPO
 
 from lvt.phantom import PhantomConfig, make_phantom
-from lvt.train.data.specs import DatasetSpec, discover_cases, load_case
+from lvt.train.data.discovery import discover_cases
+from lvt.train.data.loading import load_case
+from lvt.train.data.specs import DatasetSpec
 
 SCRIPT = REPO / "Testing" / "Benchmarks" / "partial_labels" / "run_ablation.py"
 

@@ -14,18 +14,11 @@ from conftest import SHARED_DATA
 from lvt.errors import InputError
 from lvt.image import Image
 from lvt.io import write_image
-from lvt.train.data.specs import (
-    CaseError,
-    DatasetSpec,
-    builtin_spec_names,
-    discover_cases,
-    discover_datasets,
-    load_builtin_spec,
-    load_case,
-    load_cases,
-    load_spec_file,
-    spec_fingerprint,
-)
+from lvt.train.config import training_config_from_dict
+from lvt.train.data.discovery import discover_cases
+from lvt.train.data.loading import CaseError, load_case
+from lvt.train.data.prepare import prepare_cases
+from lvt.train.data.specs import DatasetSpec, builtin_spec_names, load_builtin_spec, load_spec_file, spec_fingerprint
 
 SHAPE_ZYX = (8, 10, 12)
 SPACING_MM = (0.8, 0.9, 2.5)
@@ -258,15 +251,22 @@ def test_bad_case_raises_case_error_naming_the_case(tmp_path: Path, case_id: str
     assert raised.value.case_name == f"lits/{case_id}"
 
 
+def lits_training_config(root: Path, *datasets: dict):
+    """A training config over the given dataset entries (default: the built-in LiTS spec at ``root``)."""
+    entries = list(datasets) or [{"builtin": "lits", "root": str(root)}]
+    return training_config_from_dict({"output_dir": str(root / "run"), "datasets": entries}, root, source="train.yaml")
+
+
 def test_skip_bad_cases_lists_what_it_skipped(tmp_path: Path) -> None:
     bad_lits_layout(tmp_path)
-    refs = discover_cases(load_builtin_spec("lits", root=tmp_path))
-    cases, skipped = load_cases(refs, skip_bad_cases=True)
+    config = lits_training_config(tmp_path)
+    cases, skipped = prepare_cases(config.datasets, config, skip_bad_cases=True)
     assert [case.name for case in cases] == ["lits/0"]
-    assert [s.name for s in skipped] == ["lits/1", "lits/2", "lits/3", "lits/4"]
-    assert "segmentation-1.nii" in skipped[0].problem and "grid" in skipped[0].problem
+    names, problems = zip(*(line.split(": ", 1) for line in skipped), strict=True)
+    assert list(names) == ["lits/1", "lits/2", "lits/3", "lits/4"]
+    assert "segmentation-1.nii" in problems[0] and "grid" in problems[0]
     with pytest.raises(CaseError, match="lits/1"):
-        load_cases(refs, skip_bad_cases=False)
+        prepare_cases(config.datasets, config, skip_bad_cases=False)
 
 
 def test_flipped_label_is_resampled_only_when_the_spec_allows_it(tmp_path: Path) -> None:
@@ -299,9 +299,9 @@ def test_discovery_errors_point_at_the_spec_not_a_case(tmp_path: Path) -> None:
         discover_cases(load_builtin_spec("lits", root=tmp_path, label_pattern="**/seg-{case}.nii"))
     with pytest.raises(InputError, match="root is not a folder"):
         discover_cases(load_builtin_spec("lits", root=tmp_path / "absent"))
-    spec = load_builtin_spec("lits", root=tmp_path)
+    lits = {"builtin": "lits", "root": str(tmp_path)}
     with pytest.raises(InputError, match="'lits' is used twice"):
-        discover_datasets([spec, spec])
+        lits_training_config(tmp_path, lits, lits)
 
 
 # --- specs --------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ import numpy as np
 
 from lvt.train.config import training_config_from_dict
 from lvt.train.data.cache import CachedCase
+from lvt.train.data.discovery import discover_cases
+from lvt.train.data.loading import load_case
 from lvt.train.data.prepare import dataset_weights
-from lvt.train.data.specs import DatasetSpec, discover_cases, load_case
+from lvt.train.data.specs import DatasetSpec
 from lvt.train.sampling import PatchSampler
 
 
@@ -40,7 +42,7 @@ def test_training_config_weights_reach_the_sampler(tmp_path: Path) -> None:
              "synthetic_tumor_variants": 2},
         ],
     }, tmp_path, source="test")
-    assert dataset_weights(config.datasets, config) == {"ph": 3.0, "ph+tumors": 3.0, "liver_only": 1.0,
+    assert dataset_weights(config.datasets) == {"ph": 3.0, "ph+tumors": 3.0, "liver_only": 1.0,
                                                         "liver_only+tumors": 1.0}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +137,3 @@ def case_folder_name(case_name: str) -> str:
     """A file-system-safe, unique folder name for a case name like 'lits/volume-3'."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_name)
     return f"{safe}-{hashlib.sha1(case_name.encode()).hexdigest()[:8]}"
-
-
-def list_cached_cases(folders: Iterable[Path]) -> list[CachedCase]:
-    return [read_cached_case(f) for f in folders if is_cached(f)]

@@ -1,4 +1,8 @@
-"""Turn the config's dataset entries into cached training cases (built once, in parallel if asked)."""
+"""Turn the config's dataset entries into cached training cases: the one way training loads a dataset.
+
+Each case is read once (in parallel if asked) into the preprocessing cache. A bad case stops the run
+naming it, or, with ``skip_bad_cases``, is left out and listed with its reason.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,14 @@ from lvt.train.data.cache import (
     to_training_grid,
     write_cached_case,
 )
-from lvt.train.data.specs import CaseError, CaseRef, DatasetSpec, discover_cases, load_case, spec_fingerprint
+from lvt.train.data.discovery import CaseRef, discover_cases
+from lvt.train.data.loading import CaseError, load_case
+from lvt.train.data.specs import spec_fingerprint
+from lvt.train.data.synthetic_tumors import insert_synthetic_tumors
 
 if TYPE_CHECKING:
     from lvt.train.config import DatasetEntry, TrainingConfig
-    from lvt.train.loop import _Dist
+    from lvt.train.distributed import DistributedRun
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +79,6 @@ def build_case(job: _CaseJob) -> str | None:
 
 def _write_tumor_variant(base: CachedCase, name: str, folder: Path, spacing_mm: tuple[float, float, float]) -> None:
     """A copy of a liver-labelled case with synthetic tumors painted into its liver (weights liver + tumor)."""
-    from lvt.phantom import insert_synthetic_tumors
-
     masks = base.masks()
     painted, tumors = insert_synthetic_tumors(Image(np.asarray(base.image, dtype=np.float32), spacing_mm), masks[0],
                                               np.random.default_rng(_seed(name)))
@@ -83,11 +88,10 @@ def _write_tumor_variant(base: CachedCase, name: str, folder: Path, spacing_mm: 
 
 
 def _jobs(entry: DatasetEntry, config: TrainingConfig) -> list[_CaseJob]:
-    spec = DatasetSpec.from_dict(entry.spec, source=config.source or "training config", base_dir=config.base_dir)
-    key = cache_key(spec_fingerprint(spec), config.spacing_mm)
-    root = config.resolved_cache_dir / f"{spec.name}-{key}"
+    key = cache_key(spec_fingerprint(entry.spec), config.spacing_mm)
+    root = config.resolved_cache_dir / f"{entry.spec.name}-{key}"
     jobs = []
-    for ref in discover_cases(spec):
+    for ref in discover_cases(entry.spec):
         names = [ref.name] + [_variant_name(ref.name, v) for v in range(entry.synthetic_tumor_variants)]
         jobs.append(_CaseJob(ref, tuple(root / case_folder_name(n) for n in names), config.spacing_mm))
     return jobs
@@ -121,28 +125,25 @@ def _run_jobs(jobs: list[_CaseJob], workers: int, progress: ProgressCallback | N
     return problems
 
 
-def dataset_weights(entries: tuple[DatasetEntry, ...], config: TrainingConfig) -> dict[str, float]:
+def dataset_weights(entries: tuple[DatasetEntry, ...]) -> dict[str, float]:
     """Sampling weight per dataset name (synthetic-tumor copies share their dataset's weight)."""
     weights = {}
     for entry in entries:
-        spec = DatasetSpec.from_dict(entry.spec, source=config.source or "training config", base_dir=config.base_dir)
-        weights[spec.name] = weights[f"{spec.name}+tumors"] = spec.weight
+        weights[entry.spec.name] = weights[f"{entry.spec.name}+tumors"] = entry.spec.weight
     return weights
 
 
 def prepare_cases(entries: tuple[DatasetEntry, ...], config: TrainingConfig, *, skip_bad_cases: bool,
                   progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                  write: bool = True, ddp: _Dist | None = None) -> tuple[list[CachedCase], list[str]]:
+                  write: bool = True, ddp: DistributedRun | None = None) -> tuple[list[CachedCase], list[str]]:
     """Cached cases of all entries; bad cases raise :class:`CaseError`, or are skipped and listed.
 
     Under torchrun only the writing rank builds the cache; the others wait at a barrier.
     """
     jobs = [job for entry in entries for job in _jobs(entry, config)]
     problems = _run_jobs(jobs, config.cache_workers, progress, cancel) if write else {}
-    if ddp is not None and ddp.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    if ddp is not None:
+        ddp.barrier()
     if problems and not skip_bad_cases:
         name, problem = next(iter(problems.items()))
         raise CaseError(name, f"{problem} (use --skip-bad-cases to leave bad cases out)")

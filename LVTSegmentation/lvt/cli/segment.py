@@ -1,0 +1,29 @@
+"""``lvt segment``: a CT in, an output folder with segmentation, measurements, surfaces and report out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lvt.cli.console import cancel_on_signals, make_progress
+from lvt.cli.main import add_common_arguments, report_done
+
+HELP = "segment liver, vessels and tumors in a CT"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="CT: NIfTI, NRRD, MHA or a DICOM folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
+    parser.add_argument("--force", action="store_true", help="accept an image that does not look like CT in HU")
+    parser.add_argument("--no-surfaces", action="store_true", help="skip 3D surfaces and the 3D view")
+    add_common_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lvt.segment.pipeline import SegmentOptions, segment_file
+
+    options = SegmentOptions.from_args(args)
+    with cancel_on_signals() as cancel:
+        segment_file(args.input, args.output, options, progress=make_progress(args.progress), cancel=cancel)
+    return report_done(args, args.output)

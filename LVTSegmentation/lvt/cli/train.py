@@ -1,0 +1,38 @@
+"""``lvt train``: train a model from a config file (also the entry of LVTTraining/train.py and its Slicer module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lvt.cli.console import cancel_on_signals, make_progress
+from lvt.cli.main import EXIT_OK, add_progress_arguments
+
+HELP = "train a model from a YAML/JSON config (see docs/training.md)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="training config (YAML or JSON)")
+    parser.add_argument("--output", type=Path, default=None, help="run folder (overrides the config)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--skip-bad-cases", action="store_true", help="leave unreadable/inconsistent cases out")
+    add_progress_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lvt.train.config import load_training_config
+    from lvt.train.loop import run_training
+
+    config = load_training_config(args.config, output_dir=args.output, steps=args.steps)
+    with cancel_on_signals() as cancel:
+        result = run_training(config, device=args.device, resume=args.resume, skip_bad_cases=args.skip_bad_cases,
+                              progress=make_progress(args.progress), cancel=cancel)
+    for line in result.skipped_cases:
+        print(f"skipped {line}", file=sys.stderr)
+    message = f"trained {result.steps} steps in {result.seconds:.0f} s: {result.final_model}"
+    print(json.dumps({"event": "done", "output": str(result.final_model)}) if args.progress == "json" else message)
+    return EXIT_OK

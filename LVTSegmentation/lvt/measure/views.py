@@ -1,0 +1,244 @@
+"""The 2D views of a report: display slices through the CT and labels, with calipers, as PNG files.
+
+The views are sampled on patient-aligned planes, whatever the CT grid (oblique, flipped,
+anisotropic): square pixels in mm, shown in radiological convention as Slicer shows them: axial and
+coronal with the patient's right on the image's left, anterior (axial) or superior (coronal,
+sagittal) up, sagittal with anterior on the left.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from lvt.atomic import atomic_path
+from lvt.image import AIR_HU, Image
+from lvt.labels import STRUCTURES, whole_liver
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)  # level 40, width 400
+MIN_VIEW_PX, MAX_VIEW_PX = 512, 800
+
+
+@dataclass(frozen=True)
+class ViewPlane:
+    """A patient-aligned display plane: LPS unit vectors of the image's columns (right) and rows (down)."""
+
+    name: str
+    column_lps: tuple[float, float, float]
+    row_lps: tuple[float, float, float]
+    edge_letters: tuple[str, str, str, str]  # left, right, top, bottom
+
+    @property
+    def normal_lps(self) -> np.ndarray:
+        return np.cross(self.column_lps, self.row_lps)
+
+
+# LPS: +x patient left, +y posterior, +z superior.
+AXIAL = ViewPlane("axial", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), ("R", "L", "A", "P"))
+CORONAL = ViewPlane("coronal", (1.0, 0.0, 0.0), (0.0, 0.0, -1.0), ("R", "L", "S", "I"))
+SAGITTAL = ViewPlane("sagittal", (0.0, 1.0, 0.0), (0.0, 0.0, -1.0), ("A", "P", "S", "I"))
+VIEW_PLANES = (AXIAL, CORONAL, SAGITTAL)
+
+
+@dataclass(frozen=True)
+class SampledView:
+    """One display slice: pixel (row, col) lies at ``origin + col * pixel_mm * column + row * pixel_mm * row``."""
+
+    plane: ViewPlane
+    origin_lps: np.ndarray
+    pixel_mm: float
+    shape: tuple[int, int]
+
+    def pixels_lps(self) -> np.ndarray:
+        """(rows, cols, 3) LPS centres of all pixels."""
+        rows, cols = np.mgrid[0 : self.shape[0], 0 : self.shape[1]] * self.pixel_mm
+        return (
+            self.origin_lps
+            + cols[..., None] * np.asarray(self.plane.column_lps)
+            + rows[..., None] * np.asarray(self.plane.row_lps)
+        )
+
+    def to_pixel(self, points_lps: np.ndarray) -> np.ndarray:
+        """(N, 3) LPS points -> (N, 2) (col, row) pixel coordinates (projected onto the plane)."""
+        offset = np.atleast_2d(points_lps) - self.origin_lps
+        return np.stack([offset @ self.plane.column_lps, offset @ self.plane.row_lps], axis=1) / self.pixel_mm
+
+
+def view_through(grid: Image, plane: ViewPlane, point_lps: np.ndarray) -> SampledView:
+    """The display slice of ``plane`` through ``point_lps`` covering the whole grid, square pixels.
+
+    Pixels are as fine as the grid's finest spacing, finer when the image would have fewer than
+    ``MIN_VIEW_PX`` on its long side (readable text and lines), coarser above ``MAX_VIEW_PX``.
+    """
+    corners = grid.extent_corners_lps()
+    along_cols, along_rows = corners @ plane.column_lps, corners @ plane.row_lps
+    span = np.array([np.ptp(along_rows), np.ptp(along_cols)])
+    pixel_mm = float(np.clip(min(grid.spacing_mm), span.max() / MAX_VIEW_PX, span.max() / MIN_VIEW_PX))
+    rows, cols = (int(n) for n in np.maximum(np.ceil(span / pixel_mm), 1))
+    depth = float(np.dot(point_lps, plane.normal_lps))
+    origin = (
+        along_cols.min() * np.asarray(plane.column_lps)
+        + along_rows.min() * np.asarray(plane.row_lps)
+        + depth * plane.normal_lps
+        + 0.5 * pixel_mm * (np.asarray(plane.column_lps) + np.asarray(plane.row_lps))
+    )
+    return SampledView(plane, origin, pixel_mm, (rows, cols))
+
+
+def sample_view(image: Image, view: SampledView, *, order: int, outside: float) -> np.ndarray:
+    """Resample an image on a display slice (order 0 for labels, 1 for CT); ``outside`` off the grid."""
+    ijk = image.lps_to_ijk(view.pixels_lps().reshape(-1, 3))
+    coordinates_kji = ijk[:, ::-1].T
+    values = ndimage.map_coordinates(image.array, coordinates_kji, order=order, mode="constant", cval=outside)
+    return values.reshape(view.shape)
+
+
+def label_overlay_rgba(labels_2d: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 4) float RGBA: each label in its lvt.labels colour, background transparent."""
+    rgba = np.zeros((*labels_2d.shape, 4))
+    for structure in STRUCTURES:
+        where = labels_2d == structure.label_value
+        rgba[where, :3] = structure.color_float
+        rgba[where, 3] = alpha
+    return rgba
+
+
+@dataclass(frozen=True)
+class Caliper:
+    """A measured line to draw: end points in LPS mm, a label, and whether it is the long axis."""
+
+    endpoints_lps: tuple[Sequence[float], Sequence[float]]
+    text: str
+    is_long_axis: bool
+
+
+def render_view_png(
+    ct: Image | None,
+    labels: Image,
+    plane: ViewPlane,
+    point_lps: np.ndarray,
+    path: Path,
+    *,
+    title: str,
+    calipers: Sequence[Caliper] = (),
+) -> Path:
+    """Write one overlay view as PNG: CT in a soft-tissue window, translucent labels, calipers.
+
+    One PNG pixel is one display pixel (square, ``SampledView.pixel_mm`` wide), so the image has the
+    patient's true proportions.
+    """
+    view = view_through(ct if ct is not None else labels, plane, np.asarray(point_lps, dtype=float))
+    gray = (
+        sample_view(ct, view, order=1, outside=AIR_HU)
+        if ct is not None
+        else np.full(view.shape, SOFT_TISSUE_WINDOW_HU[0])
+    )
+    labels_2d = sample_view(labels, view, order=0, outside=0)
+    figure, axes = _pixel_exact_figure(view.shape)
+    axes.imshow(gray, cmap="gray", vmin=SOFT_TISSUE_WINDOW_HU[0], vmax=SOFT_TISSUE_WINDOW_HU[1],
+                interpolation="nearest")
+    axes.imshow(label_overlay_rgba(labels_2d), interpolation="nearest")
+    for structure in STRUCTURES:
+        if (labels_2d == structure.label_value).any():
+            axes.contour(labels_2d == structure.label_value, levels=[0.5], colors=[structure.color_float],
+                         linewidths=0.8)
+    for caliper in calipers:
+        _draw_caliper(axes, view, caliper)
+    _draw_annotations(axes, view, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    return path
+
+
+def _pixel_exact_figure(shape: tuple[int, int]) -> tuple:
+    """An Agg figure whose single axes fill it, sized so one image pixel is one PNG pixel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    figure = Figure(figsize=(shape[1] / dpi, shape[0] / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes.set_axis_off()
+    axes.set_xlim(-0.5, shape[1] - 0.5)
+    axes.set_ylim(shape[0] - 0.5, -0.5)
+    return figure, axes
+
+
+def _draw_caliper(axes: Axes, view: SampledView, caliper: Caliper) -> None:
+    (c0, r0), (c1, r1) = view.to_pixel(np.asarray(caliper.endpoints_lps, dtype=float))
+    style = {"color": "#ffd400", "linewidth": 1.6} if caliper.is_long_axis else {
+        "color": "#ffd400", "linewidth": 1.0, "linestyle": "--"}
+    axes.plot([c0, c1], [r0, r1], marker="+", markersize=6, **style)
+    if caliper.text:
+        axes.annotate(caliper.text, (max(c0, c1), min(r0, r1)), xytext=(6, -6), textcoords="offset points",
+                      color="#ffd400", fontsize=9, fontweight="bold")
+
+
+def _draw_annotations(axes: Axes, view: SampledView, title: str) -> None:
+    """Orientation letters on the four edges and a title, so nobody has to guess the convention."""
+    rows, cols = view.shape
+    left, right, top, bottom = view.plane.edge_letters
+    text = {"color": "white", "fontsize": 11, "fontweight": "bold"}
+    axes.text(4, rows / 2, left, ha="left", va="center", **text)
+    axes.text(cols - 5, rows / 2, right, ha="right", va="center", **text)
+    axes.text(cols / 2, 4, top, ha="center", va="top", **text)
+    axes.text(cols / 2, rows - 5, bottom, ha="center", va="bottom", **text)
+    axes.text(6, rows - 6, title, ha="left", va="bottom", color="white", fontsize=9)
+
+
+@dataclass(frozen=True)
+class ReportImage:
+    """One image of the report: its file under ``views/`` and a caption."""
+
+    path: Path
+    caption: str
+
+
+def report_views(report: Mapping, ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
+    """The report's 2D views, written into ``views``: through the largest lesion, then through the liver."""
+    return _lesion_views(report, ct, labels, views) + _liver_views(ct, labels, views)
+
+
+def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
+    """Axial, coronal, sagittal through the middle of the largest lesion's long axis."""
+    if not report["lesions"]:
+        return []
+    lesion = report["lesions"][0]
+    ends = np.asarray(lesion["long_axis_endpoints_lps_mm"], dtype=float)
+    calipers = [
+        Caliper(tuple(ends), f"{lesion['longest_axial_diameter_mm']:.1f} mm", True),
+        Caliper(tuple(lesion["short_axis_endpoints_lps_mm"]), "", False),
+    ]
+    figures = []
+    for plane in VIEW_PLANES:
+        title = f"{plane.name.capitalize()}, through lesion 1 (largest)"
+        path = render_view_png(ct, labels, plane, ends.mean(axis=0), views / f"lesion1_{plane.name}.png",
+                               title=title, calipers=calipers if plane is AXIAL else ())
+        caption = title + (f", slice {lesion['axial_slice_index']}" if plane is AXIAL else "")
+        figures.append(ReportImage(path, caption))
+    return figures
+
+
+def _liver_views(ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
+    """Axial, coronal, sagittal through the liver's centre of mass (the grid centre if there is no liver)."""
+    liver = whole_liver(labels.array)
+    centre_kji = np.argwhere(liver).mean(axis=0) if liver.any() else (np.array(liver.shape) - 1) / 2.0
+    centre = labels.ijk_to_lps(centre_kji[::-1])[0]
+    figures = []
+    for plane in VIEW_PLANES:
+        title = f"{plane.name.capitalize()}, through the liver centre"
+        path = render_view_png(ct, labels, plane, centre, views / f"liver_{plane.name}.png", title=title)
+        figures.append(ReportImage(path, title))
+    return figures

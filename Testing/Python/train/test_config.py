@@ -1,0 +1,100 @@
+"""The training config is strict: a typo, a missing field or a bad dataset fails at load time, naming the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from lvt.errors import InputError
+from lvt.train.config import load_training_config, training_config_from_dict
+from lvt.train.loop import build_optimizer
+
+
+def _valid() -> dict:
+    return {"output_dir": "run", "datasets": [{"name": "ph", "kind": "phantom", "phantom": {"count": 1}}]}
+
+
+def _load(tmp_path: Path, data: dict):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_training_config(path)
+
+
+def _with(section: str, value: object) -> dict:
+    return _valid() | {section: value}
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "typo", "meant"),
+    [
+        (_valid() | {"stepz": 3}, "", "stepz", "steps"),
+        (_with("network", {"feature_per_stage": [8, 16]}), "network: ", "feature_per_stage", "features_per_stage"),
+        (_with("optimizer", {"name": "sgd", "learning_rat": 0.1}), "optimizer: ", "learning_rat", "learning_rate"),
+        (_with("augment", {"flip_probabilty": 0.1}), "augment: ", "flip_probabilty", "flip_probability"),
+        (_with("augment", {"random_windowing": {"probabilty": 0.1}}), "augment.random_windowing: ", "probabilty",
+         "probability"),
+        (_with("window", {"level": 40, "width_hu": 400}), "window: ", "level", "level_hu"),
+        (_with("datasets", [{"name": "ph", "kind": "phantom", "synthetic_tumour_variants": 1}]), "datasets\\[0\\]: ",
+         "synthetic_tumour_variants", "synthetic_tumor_variants"),
+        (_with("validation", [{"builtin": "phantom", "valu_map": {1: "liver"}}]), "validation\\[0\\]: ", "valu_map",
+         "value_map"),
+    ],
+)
+def test_an_unknown_field_names_the_file_the_field_and_the_closest_known_one(
+    tmp_path: Path, data: dict, where: str, typo: str, meant: str
+) -> None:
+    file = re.escape(str(tmp_path / "train.yaml"))
+    with pytest.raises(InputError, match=rf"^{file}: .*{where}unknown field\(s\) {typo} \(did you mean '{meant}'\?\)"):
+        _load(tmp_path, data)
+
+
+def test_a_config_built_in_code_raises_input_error_naming_its_source(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^run_ablation\.py: .*unknown field\(s\) stepz"):
+        training_config_from_dict(_valid() | {"stepz": 3}, tmp_path, source="run_ablation.py")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"output_dir": "run"}, r"missing required field\(s\) datasets"),
+        (_with("window", {"level_hu": 40}), r"window: missing required field\(s\) width_hu"),
+        (_with("datasets", [{"name": "ph", "annotated": [1, 1, 1]}]), r"dataset 'ph': field 'kind': required"),
+    ],
+)
+def test_a_missing_required_field_is_an_input_error(tmp_path: Path, data: dict, message: str) -> None:
+    with pytest.raises(InputError, match=rf"train\.yaml: .*{message}"):
+        _load(tmp_path, data)
+
+
+def test_a_bad_dataset_kind_fails_at_load_time_naming_the_allowed_kinds(tmp_path: Path) -> None:
+    data = _with("datasets", [{"name": "mine", "kind": "kits", "root": "data", "image_pattern": "{case}.nii",
+                               "label_pattern": "{case}_seg.nii", "value_map": {1: "liver"}, "annotated": [1, 0, 0]}])
+    allowed = "lits, msd, ircadb, totalsegmentator, pairs, phantom"
+    with pytest.raises(InputError, match=rf"train\.yaml: dataset 'mine': field 'kind': 'kits' is not one of {allowed}"):
+        _load(tmp_path, data)
+
+
+def test_sgd_gets_nnunet_defaults_and_adamw_keeps_its_own(tmp_path: Path) -> None:
+    sgd = _load(tmp_path, _with("optimizer", {"name": "sgd", "warmup_steps": 0}))
+    assert (sgd.optimizer.learning_rate, sgd.optimizer.momentum, sgd.optimizer.weight_decay) == (1e-2, 0.99, 3e-5)
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), sgd)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.99
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (1e-2, 3e-5)
+    given = _load(tmp_path, _with("optimizer", {"name": "sgd", "learning_rate": 0.05})).optimizer
+    assert (given.learning_rate, given.weight_decay) == (0.05, 3e-5)
+    adamw = _load(tmp_path, _valid()).optimizer
+    assert (adamw.name, adamw.learning_rate, adamw.weight_decay) == ("adamw", 1e-3, 1e-2)
+
+
+def test_the_shipped_training_config_is_valid_and_keeps_its_datasets_as_written() -> None:
+    config = load_training_config(REPO / "LVTTraining" / "configs" / "lvt_default.yaml")
+    assert [entry.spec.name for entry in config.datasets] == ["phantoms", "ts_example"]
+    written = config.to_dict()["datasets"][1]
+    assert written["spec"]["root"] == "../../../shared/data/totalsegmentator_example"
+    assert written["synthetic_tumor_variants"] == 6 and "synthetic_tumor_variants" not in written["spec"]
