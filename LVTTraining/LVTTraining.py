@@ -1,8 +1,9 @@
 """LVTTraining: a hidden module whose Logic trains an LVT model with the core's training loop.
 
-Training is long and runs best from a terminal: ``LVTTrainingScripts/train.py`` (``LVTTraining/train.py`` in
-the source tree) calls the same function, inside Slicer or in plain Python. The core (``lvt``) sits in the
-LVTSegmentation module's folder, which Slicer puts on ``sys.path`` before loading this module.
+Training is long and runs best from a terminal: ``LVTTrainingScripts/train.py`` (in the source tree
+``LVTTraining/LVTTrainingScripts/train.py``) calls the same function, inside Slicer or in plain Python.
+The core (``lvt``) sits in the LVTSegmentation module's folder, which Slicer puts on
+``sys.path`` before loading this module.
 """
 
 from __future__ import annotations

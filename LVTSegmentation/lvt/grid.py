@@ -10,6 +10,8 @@ live here and nowhere else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -33,6 +35,22 @@ def sitk_module() -> Any:
             "SimpleITK is needed to read, write and resample images: pip install 'SimpleITK>=2.3'"
         ) from error
     return SimpleITK
+
+
+@contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """Keep ITK's and GDCM's raw warnings off the terminal while reading.
+
+    They reach the user as unexplained text; whatever matters in them (missing slices, tilt, odd
+    spacing) is checked by the readers and becomes an error or a note of our own.
+    """
+    sitk = sitk_module()
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def image_to_sitk(image: Image) -> SimpleITK.Image:

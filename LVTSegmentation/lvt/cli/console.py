@@ -1,6 +1,6 @@
 """Terminal side of long jobs: a tqdm progress bar or JSON lines, and Ctrl-C / SIGTERM as a cancel event.
 
-Used by the ``lvt`` command and ``LVTTraining/train.py``; the core itself never prints.
+Used by the ``lvt`` command and ``LVTTraining/LVTTrainingScripts/train.py``; the core itself never prints.
 """
 
 from __future__ import annotations

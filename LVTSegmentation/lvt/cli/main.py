@@ -133,7 +133,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def run_training_cli(argv: Sequence[str]) -> int:
-    """``lvt train ARGV`` (the entry of LVTTraining/train.py and the Slicer LVTTraining module)."""
+    """``lvt train ARGV`` (the entry of LVTTraining/LVTTrainingScripts/train.py and the Slicer LVTTraining module)."""
     return run(["train", *argv])
 
 

@@ -1,4 +1,7 @@
-"""``lvt train``: train a model from a config file (also the entry of LVTTraining/train.py and its Slicer module)."""
+"""``lvt train``: train a model from a config file.
+
+Also the entry of LVTTraining/LVTTrainingScripts/train.py and of the LVTTraining Slicer module.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lvt.train.config import load_training_config
-    from lvt.train.loop import run_training
 
     config = load_training_config(args.config, output_dir=args.output, steps=args.steps)
+    from lvt.train.loop import run_training  # torch: only once the config is known to be good
+
     with cancel_on_signals() as cancel:
         result = run_training(config, device=args.device, resume=args.resume, skip_bad_cases=args.skip_bad_cases,
                               progress=make_progress(args.progress), cancel=cancel)

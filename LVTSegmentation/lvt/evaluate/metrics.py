@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from lvt.labels import boundary_voxels
+from lvt.labels import boundary_voxels, label_components
 
 LESION_MIN_OVERLAP_FRACTION = 0.1
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 def _both_empty(pred: np.ndarray, truth: np.ndarray) -> bool:
@@ -221,7 +220,7 @@ def _count_overlapping_components(
     mask: np.ndarray, other: np.ndarray, min_fraction: float
 ) -> tuple[int, int]:
     """(components of ``mask``, those with more than ``min_fraction`` of their voxels in ``other``)."""
-    components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
+    components, count = label_components(mask)
     if count == 0:
         return 0, 0
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]

@@ -32,7 +32,7 @@ from lvt.followup.register import Registration, RegistrationConfig, register_liv
 from lvt.followup.studies import Study
 from lvt.grid import bounding_box_in, crop, resample_like
 from lvt.image import Image
-from lvt.labels import STRUCTURES, TUMOR
+from lvt.labels import TUMOR_LABEL, whole_liver
 from lvt.measure.planning import lesion_id_map
 from lvt.measure.volumes_and_lesions import Lesion
 from lvt.progress import ProgressCallback, check_cancel, report
@@ -161,7 +161,7 @@ def _footprints(study: Study, reference: Image, registration: Registration | Non
     A follow-up lesion is the union of its nearest-neighbour warp (dense when the baseline grid is
     the coarser) and its mapped voxel centres (no lesion is lost when the baseline grid is finer).
     """
-    tumor = study.labels.with_array(study.labels.array == STRUCTURES[TUMOR].label_value)
+    tumor = study.labels.with_array(study.labels.array == TUMOR_LABEL)
     ids = study.labels.with_array(lesion_id_map(tumor, study.measurements.lesions))
     if registration is None:
         warped = resample_like(ids, reference, interpolation="nearest").array
@@ -213,7 +213,7 @@ def _match_study(builder: _TrackBuilder, study_index: int, footprints: dict[int,
 
 def baseline_reference(baseline: Study, margin_mm: float) -> Image:
     """The baseline grid cropped to its liver plus a margin: where lesion footprints live."""
-    liver = baseline.labels.array > 0
+    liver = whole_liver(baseline.labels.array)
     return crop(baseline.labels, bounding_box_in(baseline.labels, baseline.labels, liver, margin_mm))
 
 

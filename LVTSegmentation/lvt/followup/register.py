@@ -46,6 +46,7 @@ from lvt.grid import (
     sitk_module,
 )
 from lvt.image import Image
+from lvt.labels import whole_liver
 from lvt.progress import ProgressCallback, check_cancel, report
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ class _WorkingImages:
 
 def _working_images(labels: Image, ct: Image | None, config: RegistrationConfig) -> _WorkingImages:
     """The liver crop of one study on the isotropic working grid: feature image and soft liver mask."""
-    liver = labels.array > 0
+    liver = whole_liver(labels.array)
     if not liver.any():
         raise ValueError("the label map has no liver (no voxel > 0); nothing to align")
     if ct is not None and not ct.same_grid(labels):
@@ -287,12 +288,12 @@ def warp_to_fixed(moving: Image, reference: Image, fixed_to_moving: np.ndarray, 
 def _residual(fixed_labels: Image, moving_labels: Image, matrix: np.ndarray, fixed: _WorkingImages,
               moving: _WorkingImages, config: RegistrationConfig, use_ct: bool) -> Residual:
     """Liver agreement on the fixed study's native grid (cropped to its liver), scales, CT correlation."""
-    liver = fixed_labels.array > 0
+    liver = whole_liver(fixed_labels.array)
     box = bounding_box_in(fixed_labels, fixed_labels, liver, config.margin_mm)
     reference = crop(fixed_labels, box)
-    moving_liver = moving_labels.with_array((moving_labels.array > 0).astype(np.uint8))
+    moving_liver = moving_labels.with_array(whole_liver(moving_labels.array).astype(np.uint8))
     warped = warp_to_fixed(moving_liver, reference, matrix).array > 0
-    fixed_liver = reference.array > 0
+    fixed_liver = whole_liver(reference.array)
     distances = surface_distances(warped, fixed_liver, reference.spacing_mm[::-1])
     scales = np.linalg.svd(matrix[:3, :3], compute_uv=False)
     correlation = _ct_correlation(fixed, moving, matrix) if use_ct else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lvt.errors import InputError
 from lvt.followup.compare import CompareConfig, follow_up
@@ -17,9 +16,7 @@ from lvt.followup.document import followup_document
 from lvt.followup.report import write_compare_report
 from lvt.followup.studies import Study, load_studies, study_names
 from lvt.progress import ProgressCallback, report
-
-if TYPE_CHECKING:
-    from lvt.segment.pipeline import SegmentOptions
+from lvt.segment.pipeline import SegmentOptions, atomic_output_folder
 
 
 def compare_files(inputs: Sequence[Path], out_dir: Path, options: SegmentOptions,
@@ -40,8 +37,6 @@ def compare_files(inputs: Sequence[Path], out_dir: Path, options: SegmentOptions
     Returns:
         The compare.json document (also written). Refused registrations are in it, not raised.
     """
-    from lvt.segment.pipeline import atomic_output_folder  # torch: loaded only when a comparison runs
-
     if len(inputs) < 2:
         raise InputError(None, f"compare needs at least two studies, got {len(inputs)}")
     labels = study_names(inputs, names)

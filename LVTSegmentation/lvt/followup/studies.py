@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from lvt.errors import InputError
 from lvt.grid import resample_like
 from lvt.image import Image
+from lvt.labels import whole_liver
 from lvt.measure.volumes_and_lesions import Measurements, measure_labels
 from lvt.progress import Progress, ProgressCallback, check_cancel, overall_fraction, report
 
@@ -38,7 +39,7 @@ class Study:
     @classmethod
     def of(cls, name: str, source: Path, labels: Image, ct: Image | None = None) -> Study:
         """A study from labels (and CT on the same grid), measured here."""
-        if not (labels.array > 0).any():
+        if not whole_liver(labels.array).any():
             raise InputError(source, "the segmentation has no liver; nothing to compare")
         return cls(name, Path(source), labels, ct, measure_labels(labels))
 

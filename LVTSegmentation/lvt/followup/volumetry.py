@@ -13,16 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lvt import __version__
 from lvt.errors import InputError
 from lvt.followup.report import write_volumetry_report
 from lvt.followup.studies import load_studies, study_names
 from lvt.progress import ProgressCallback, report
-
-if TYPE_CHECKING:
-    from lvt.segment.pipeline import SegmentOptions
+from lvt.segment.pipeline import SegmentOptions, atomic_output_folder
 
 DEFAULT_THRESHOLD_PERCENT = 5.0
 NOTE = ("Deviation is (phase volume - mean) / mean over the phases given. The liver is the same organ in every "
@@ -92,8 +89,6 @@ def volumetry_files(inputs: Sequence[Path], out_dir: Path, options: SegmentOptio
     Returns:
         The volumetry.json document (also written).
     """
-    from lvt.segment.pipeline import atomic_output_folder  # torch: loaded only when volumetry runs
-
     if len(inputs) < 2:
         raise InputError(None, f"volumetry needs at least two phases, got {len(inputs)}")
     labels = study_names(inputs, names)

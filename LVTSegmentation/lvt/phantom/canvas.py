@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvt.image import Image
+from lvt.image import Image, corner_points
 from lvt.labels import LIVER, NUM_CLASSES
-from lvt.phantom.tissues import AIR_HU
+from lvt.phantom.tissues import PHYSICAL_AIR_HU
 
 FAR_MM = 1.0e4  # beyond any body: an unbounded box side, a distance to nothing, "no air-fluid level"
 
@@ -37,7 +37,7 @@ class Grid:
     def index_boxes(self, low_lps: np.ndarray, high_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) start and stop (i, j, k) of the index boxes covering N axis-aligned LPS boxes."""
         low, high = np.maximum(low_lps, -FAR_MM), np.minimum(high_lps, FAR_MM)
-        pick = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], bool)  # (8, 3)
+        pick = corner_points((0, 0, 0), (1, 1, 1)).astype(bool)  # (8, 3): True where a corner takes high
         corners = np.where(pick[None], high[:, None, :], low[:, None, :])  # (N, 8, 3)
         ijk = (corners - self.origin) @ self.inverse.T
         start = np.maximum(np.floor(ijk.min(axis=1)).astype(int), 0)
@@ -85,7 +85,7 @@ class Canvas:
     def __init__(self, grid: Grid, texture: np.ndarray) -> None:
         self.grid = grid
         self.texture = texture
-        self.hu = np.full(grid.shape_zyx, AIR_HU, dtype=np.float32)
+        self.hu = np.full(grid.shape_zyx, PHYSICAL_AIR_HU, dtype=np.float32)
         self.truth = np.zeros((NUM_CLASSES, *grid.shape_zyx), dtype=bool)
         self.liver_occupancy = np.zeros(grid.shape_zyx, dtype=np.float32)  # soft liver mask, for partial volume
 

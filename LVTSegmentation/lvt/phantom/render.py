@@ -14,7 +14,7 @@ from lvt.phantom.liver import Liver
 from lvt.phantom.organs import Organs
 from lvt.phantom.patient import Patient
 from lvt.phantom.shapes import Ellipsoid, capsule_sdf, ellipse_sdf, smooth_max
-from lvt.phantom.tissues import AIR_HU
+from lvt.phantom.tissues import PHYSICAL_AIR_HU
 from lvt.phantom.tubes import Tubes, tube_field
 
 
@@ -207,7 +207,7 @@ def _render_hollow(canvas: Canvas, tubes: Tubes, wall_mm: float, wall_hu: float,
     canvas.paint(region, distance, wall_hu + 6.0 * region.tex)
     fill = content(region)
     air = np.clip(0.5 + (level - region.y) / np.float32(canvas.grid.edge_mm), 0.0, 1.0)
-    canvas.paint(region, distance + np.float32(wall_mm), fill + (AIR_HU - fill) * air)
+    canvas.paint(region, distance + np.float32(wall_mm), fill + (PHYSICAL_AIR_HU - fill) * air)
     canvas.carve_liver(region, distance)
 
 
@@ -220,7 +220,7 @@ def _render_bowel(canvas: Canvas, organs: Organs, hu: dict[str, float]) -> None:
 
     def stool(region: Region) -> np.ndarray:
         gas = np.clip((region.tex - 0.7) * 4.0, 0.0, 1.0)
-        return hu["stool"] + 40.0 * region.tex + (AIR_HU - hu["stool"]) * gas
+        return hu["stool"] + 40.0 * region.tex + (PHYSICAL_AIR_HU - hu["stool"]) * gas
 
     def small_bowel(region: Region) -> np.ndarray:
         return liquid + 8.0 * region.tex

@@ -9,7 +9,7 @@ from types import MappingProxyType
 import numpy as np
 from scipy import ndimage
 
-from lvt.image import Image
+from lvt.image import AIR_HU, Image
 from lvt.labels import LIVER
 from lvt.phantom.canvas import Canvas, Grid
 from lvt.phantom.config import Phantom, PhantomConfig
@@ -52,7 +52,7 @@ def _scan(hu: np.ndarray, config: PhantomConfig) -> tuple[np.ndarray, float]:
         hu = ndimage.gaussian_filter(hu, config.blur_voxels, mode="nearest")
     if sigma > 0:
         hu += np.float32(sigma) * _gaussian_noise(rng, hu.shape, correlation)
-    return np.clip(hu, -1024.0, 3071.0, out=hu), sigma
+    return np.clip(hu, AIR_HU, 3071.0, out=hu), sigma
 
 
 def make_phantom(config: PhantomConfig) -> Phantom:

@@ -36,7 +36,9 @@ _FIXED_HU: dict[str, tuple[float, float]] = {
     "oral_contrast": (180, 350),
     "table": (150, 300),
 }
-AIR_HU = -1000.0
+# Air inside the body and around it as the phantom paints it (physical air, about -1000 HU); the
+# scanner's padding and clip value is lvt.image.AIR_HU.
+PHYSICAL_AIR_HU = -1000.0
 
 
 def hu_in_phase(ranges: tuple[tuple[float, float], ...], phase: str, draw: float) -> float:

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from lvt.atomic import atomic_path, write_text_atomically
 from lvt.errors import ModelFileError
 from lvt.labels import CLASS_KEYS
-from lvt.segment.network import NetworkConfig, UNet, build_network
+from lvt.segment.network import UNet, build_network
+from lvt.segment.network_config import NetworkConfig
 from lvt.segment.window import Window
 
 MANIFEST_FORMAT = "lvt-model"

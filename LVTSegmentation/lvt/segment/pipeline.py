@@ -24,13 +24,11 @@ from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_
 from lvt.image import AIR_HU, Image
 from lvt.labels import LIVER, PROBABILITY_THRESHOLD, TUMOR, whole_liver
 from lvt.progress import ProgressCallback, check_cancel, report
-from lvt.segment.device import resolve_device
-from lvt.segment.model_file import bundled_model_path
 from lvt.segment.postprocess import PostprocessConfig, largest_component, postprocess
-from lvt.segment.predict import Predictor, SlidingWindowConfig, WindowStats
 
 if TYPE_CHECKING:
     from lvt.measure.volumes_and_lesions import Lesion
+    from lvt.segment.predict import Predictor, WindowStats
 
 REGION_MARGIN_MM = 10.0
 DEFAULT_RESECTION_SEGMENT = "Resection"
@@ -130,9 +128,16 @@ class SegmentOptions:
 def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = None) -> tuple[Predictor, list[str]]:
     """The model named in the options (the bundled one by default) on the requested device.
 
+    Torch is imported here, not at the top, so that ``lvt segment`` and ``lvt measure`` report a bad
+    input without loading it.
+
     Returns:
         The predictor and any note for the user (e.g. that it fell back to the CPU).
     """
+    from lvt.segment.device import resolve_device
+    from lvt.segment.model_file import bundled_model_path
+    from lvt.segment.predict import Predictor, SlidingWindowConfig
+
     device, message = resolve_device(options.device)
     if message:
         report(progress, "read", 0, 1, message)

@@ -8,10 +8,14 @@ level in [11.5, 152.9] HU and width in [141.2, 325.9] HU. Both ranges are config
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,16 @@ class RandomWindowing:
             raise ValueError("window widths must be positive")
 
 
+def _is_tensor(value: object) -> TypeGuard[torch.Tensor]:
+    """True for a torch tensor, asked without importing torch (a tensor exists only once torch is loaded)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
+
+
 def apply_window(hu: np.ndarray | torch.Tensor, window: Window) -> np.ndarray | torch.Tensor:
     """Map HU to [0, 1] through ``window`` (float32 for numpy input; same dtype for tensors)."""
     low = window.level_hu - window.width_hu / 2.0
-    if isinstance(hu, torch.Tensor):
+    if _is_tensor(hu):
         values = hu if hu.is_floating_point() else hu.float()
         return ((values - low) / window.width_hu).clamp_(0.0, 1.0)
     out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) / np.float32(window.width_hu)
@@ -72,6 +82,8 @@ def sample_windows(
     Returns:
         Two (batch_size,) float32 CPU tensors: levels and widths in HU.
     """
+    import torch  # here, not at the top: a training config holds a Window and must read without torch
+
     levels = torch.full((batch_size,), default.level_hu)
     widths = torch.full((batch_size,), default.width_hu)
     if augmentation is None or augmentation.probability == 0.0:

@@ -9,36 +9,13 @@ distributed run draws the same global batch on every rank.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lvt.segment.window import RandomWindowing, Window, apply_windows_batch, sample_windows
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation probabilities and ranges (defaults: METHOD.md)."""
-
-    scale_probability: float = 0.2
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    rotation_probability: float = 0.2
-    rotation_max_degrees: float = 30.0
-    flip_probability: float = 0.5
-    random_windowing: RandomWindowing | None = field(default_factory=RandomWindowing)
-
-    def __post_init__(self) -> None:
-        for name in ("scale_probability", "rotation_probability", "flip_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
-
-    @property
-    def is_spatial(self) -> bool:
-        return max(self.scale_probability, self.rotation_probability, self.flip_probability) > 0
+from lvt.segment.window import Window, apply_windows_batch, sample_windows
+from lvt.train.config import AugmentConfig
 
 
 @dataclass(frozen=True)

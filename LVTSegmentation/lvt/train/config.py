@@ -3,6 +3,7 @@
 Strict, so a long run fails before any work starts instead of training with a silently ignored
 setting: an unknown field anywhere (a typo such as ``feature_per_stage``), a missing required one, an
 invalid value or an invalid dataset spec is an :class:`InputError` naming the config file and the field.
+Torch-free (network and augmentation settings are plain data), so a bad config is reported without loading it.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from lvt.errors import InputError
-from lvt.segment.network import NetworkConfig
+from lvt.segment.network_config import NetworkConfig
 from lvt.segment.window import RandomWindowing, Window
-from lvt.train.augment import AugmentConfig
 from lvt.train.data.specs import SPEC_FIELDS, DatasetSpec
 from lvt.train.known_fields import unknown_fields_problem
-from lvt.train.losses import LossName
+
+if TYPE_CHECKING:
+    from lvt.train.losses import LossName
 
 # Learning rate and weight decay when the config gives none: the ablations' AdamW, nnU-Net's SGD.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
@@ -56,6 +58,30 @@ class OptimizerConfig:
             raise ValueError(f"optimizer.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.gradient_clip_norm <= 0:
             raise ValueError("learning_rate and gradient_clip_norm must be > 0 and warmup_steps >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation probabilities and ranges (defaults: METHOD.md)."""
+
+    scale_probability: float = 0.2
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    rotation_probability: float = 0.2
+    rotation_max_degrees: float = 30.0
+    flip_probability: float = 0.5
+    random_windowing: RandomWindowing | None = field(default_factory=RandomWindowing)
+
+    def __post_init__(self) -> None:
+        for name in ("scale_probability", "rotation_probability", "flip_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+
+    @property
+    def is_spatial(self) -> bool:
+        return max(self.scale_probability, self.rotation_probability, self.flip_probability) > 0
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The training loop: masked partial-label losses, checkpoints, validation, resume and DDP.
 
-``run_training(config)`` is the one function behind ``lvt train``, ``LVTTraining/train.py`` and
+``run_training(config)`` is the one function behind ``lvt train``, ``LVTTraining/LVTTrainingScripts/train.py`` and
 the Slicer LVTTraining module. Under ``torchrun`` every rank draws the same global batch and keeps
 its share, so N processes with the same global batch follow one process's trajectory; only rank 0
 writes files.
@@ -25,7 +25,14 @@ from safetensors.torch import load_file
 from lvt.atomic import atomic_folder, write_text_atomically
 from lvt.errors import CancelledError
 from lvt.evaluate.metrics import dice_score
-from lvt.labels import CLASS_KEYS, exclusive_labels, masks_from_labels
+from lvt.labels import (
+    CLASS_KEYS,
+    PRIORITY_HIGH_TO_LOW,
+    PROBABILITY_THRESHOLD,
+    STRUCTURES,
+    exclusive_labels,
+    masks_from_labels,
+)
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.model_file import ModelManifest, save_model, save_tensors
 from lvt.segment.network import UNet, build_network
@@ -80,8 +87,8 @@ def build_optimizer(
 def _targets(masks: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid-head targets (multi-hot for ML, exclusive for MLx) and exclusive indices (for MC)."""
     index = torch.zeros(masks.shape[0], *masks.shape[2:], dtype=torch.long, device=masks.device)
-    for channel, value in ((0, 1), (1, 2), (2, 3)):  # ascending priority: later wins
-        index[masks[:, channel] > 0] = value
+    for channel in reversed(PRIORITY_HIGH_TO_LOW):  # ascending priority: later wins
+        index[masks[:, channel] > 0] = STRUCTURES[channel].label_value
     if loss == "mlx":
         return F.one_hot(index, 4).movedim(-1, 1)[:, 1:].float(), index
     return masks, index
@@ -210,7 +217,7 @@ def validate(network: UNet, config: TrainingConfig, cases: list[CachedCase], dev
     try:
         for case in cases:
             probabilities, _ = predictor.predict_probabilities(np.asarray(case.image, dtype=np.float32))
-            predicted = masks_from_labels(exclusive_labels(probabilities > 0.5))
+            predicted = masks_from_labels(exclusive_labels(probabilities > PROBABILITY_THRESHOLD))
             truth = case.masks()
             for k, key in enumerate(CLASS_KEYS):
                 if case.annotated[k]:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lvt.image import AIR_HU
 from lvt.train.data.cache import CachedCase
-
-AIR_HU = -1024
 
 
 @dataclass(frozen=True)

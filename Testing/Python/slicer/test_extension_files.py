@@ -27,6 +27,7 @@ from conftest import REPO
 ROOT = REPO
 SEGMENTATION_MODULE = ROOT / "LVTSegmentation"
 TRAINING_MODULE = ROOT / "LVTTraining"
+TRAIN_SCRIPT = TRAINING_MODULE / "LVTTrainingScripts" / "train.py"
 CORE = SEGMENTATION_MODULE / "lvt"
 MODELS = ROOT / "Resources" / "Models"
 UI_FILE = SEGMENTATION_MODULE / "Resources" / "UI" / "LVTSegmentation.ui"
@@ -146,7 +147,7 @@ def test_core_is_installed_whole():
     scripts = set(_listed(SEGMENTATION_MODULE, variables, "LVT_CORE_SCRIPTS"))
     resources = set(_listed(SEGMENTATION_MODULE, variables, "LVT_CORE_RESOURCES"))
     assert scripts == {p.resolve() for p in CORE.rglob("*.py") if "__pycache__" not in p.parts}
-    assert resources == {p.resolve() for p in (CORE / "dataset_specs").glob("*.yaml")}
+    assert resources == {p.resolve() for p in (CORE / "train" / "data" / "dataset_specs").glob("*.yaml")}
     assert CORE / "__main__.py" in {p for p in CORE.glob("*.py")}, "PythonSlicer -m lvt needs lvt/__main__.py"
 
 
@@ -199,11 +200,12 @@ def test_cmake_configures_and_lays_out_the_installed_tree(tmp_path):
     tree = build / "lib" / "Slicer-5.10" / "qt-scripted-modules"
     # Slicer loads every .py file at the top of this folder as a module: only the modules may be there.
     assert sorted(p.name for p in tree.glob("*.py")) == ["LVTSegmentation.py", "LVTTraining.py"]
-    assert (tree / "lvt" / "__main__.py").is_file() and (tree / "lvt" / "dataset_specs" / "phantom.yaml").is_file()
+    assert (tree / "lvt" / "__main__.py").is_file()
+    assert (tree / "lvt" / "train" / "data" / "dataset_specs" / "phantom.yaml").is_file()
     assert (tree / "Resources" / "Models" / "lvt_default.json").is_file()
     assert (tree / "Resources" / "UI" / "LVTSegmentation.ui").is_file()
     assert _train_module().find_core_dir(tree / "LVTTrainingScripts") == tree
-    assert (tree / "LVTTrainingScripts" / "train.py").read_bytes() == (TRAINING_MODULE / "train.py").read_bytes()
+    assert (tree / "LVTTrainingScripts" / "train.py").read_bytes() == TRAIN_SCRIPT.read_bytes()
 
 
 # --- the .ui file --------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ MODULE_PY_FILES = sorted(
     [
         SEGMENTATION_MODULE / "LVTSegmentation.py",
         TRAINING_MODULE / "LVTTraining.py",
-        TRAINING_MODULE / "train.py",
+        TRAIN_SCRIPT,
         *(SEGMENTATION_MODULE / "LVTSegmentationLib").glob("*.py"),
     ]
 )
@@ -380,7 +382,7 @@ def test_s4ext_matches_the_cmake_metadata():
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location("lvt_train_script", TRAINING_MODULE / "train.py")
+    spec = importlib.util.spec_from_file_location("lvt_train_script", TRAIN_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -388,7 +390,7 @@ def _train_module():
 
 def test_train_script_finds_the_core_in_the_source_tree_and_in_an_installed_extension(tmp_path):
     train = _train_module()
-    assert train.find_core_dir(TRAINING_MODULE) == SEGMENTATION_MODULE
+    assert train.find_core_dir(TRAIN_SCRIPT.parent) == SEGMENTATION_MODULE
     installed = tmp_path / "qt-scripted-modules"
     (installed / "lvt").mkdir(parents=True)
     (installed / "lvt" / "__init__.py").write_text("", encoding="utf-8")
@@ -402,7 +404,7 @@ def test_train_script_finds_the_core_in_the_source_tree_and_in_an_installed_exte
 def test_train_script_runs_a_tiny_training_and_exits_with_its_status(tmp_path):
     config = TRAINING_MODULE / "Resources" / "Testing" / "tiny_phantom.yaml"
     options = ["--output", str(tmp_path / "run"), "--device", "cpu", "--progress", "json", "--threads", "2"]
-    command = [sys.executable, str(TRAINING_MODULE / "train.py"), "--", str(config), *options]
+    command = [sys.executable, str(TRAIN_SCRIPT), "--", str(config), *options]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -410,6 +412,39 @@ def test_train_script_runs_a_tiny_training_and_exits_with_its_status(tmp_path):
     assert done == {"event": "done", "output": str(tmp_path / "run" / "final.json")}
     assert json.loads((tmp_path / "run" / "final.json").read_text(encoding="utf-8"))["name"] == "lvt_tiny_test"
 
-    command = [sys.executable, str(TRAINING_MODULE / "train.py"), str(tmp_path / "none.yaml")]
+    command = [sys.executable, str(TRAIN_SCRIPT), str(tmp_path / "none.yaml")]
     missing = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "none.yaml" in missing.stderr
+
+
+def _failing_entry(error: BaseException):
+    def entry(arguments: list[str]) -> int:
+        raise error
+
+    return lambda: entry
+
+
+@pytest.mark.parametrize(("error", "status", "said"), [
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1, "CUDA out of memory"),
+    (OSError(28, "No space left on device"), 1, "No space left on device"),
+    (ModuleNotFoundError("No module named 'yaml'", name="yaml"), 1, "'yaml'"),
+    (KeyboardInterrupt(), 130, "cancelled"),
+    (SystemExit(2), 2, ""),
+])
+def test_train_script_turns_every_failure_into_an_exit_status(error, status, said, capsys):
+    train = _train_module()
+    assert train.run(["train.py", "c.yaml"], entry=_failing_entry(error)) == status
+    assert said in capsys.readouterr().err
+
+
+def test_train_script_passes_the_arguments_and_the_status_through():
+    seen: list[list[str]] = []
+    train = _train_module()
+    assert train.run(["train.py", "--", "c.yaml", "--steps", "3"], entry=lambda: lambda a: seen.append(a) or 0) == 0
+    assert seen == [["c.yaml", "--steps", "3"]]
+
+
+def test_no_script_lies_at_the_top_of_a_module_folder():
+    """Slicer loads every .py at the top of a module folder as a module; only the module file may be there."""
+    for module_dir in (SEGMENTATION_MODULE, TRAINING_MODULE):
+        assert sorted(p.name for p in module_dir.glob("*.py")) == [f"{module_dir.name}.py"]

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from lvt.atomic import atomic_folder
-from lvt.image import Image
+from lvt.image import AIR_THRESHOLD_HU, Image
 from lvt.labels import NUM_CLASSES, apply_hierarchy
 
 CACHE_VERSION = 1
 FOREGROUND_SAMPLES_PER_CLASS = 20000
-BODY_THRESHOLD_HU = -500.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def pack_bits(masks: np.ndarray) -> np.ndarray:
 
 
 def _body_box(hu: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
-    body = np.argwhere(hu > BODY_THRESHOLD_HU)
+    body = np.argwhere(hu > AIR_THRESHOLD_HU)
     if len(body) == 0:
         return tuple(slice(None) for _ in hu.shape)
     low = np.maximum(body.min(0) - margin, 0)
@@ -92,7 +91,7 @@ def to_training_grid(
         return image.array.astype(np.float32), masks.astype(bool)
     from lvt.grid import resample_like, resample_to_spacing  # SimpleITK is only needed here
 
-    resampled = resample_to_spacing(image, spacing_mm, interpolation="linear", default_value=-1024.0)
+    resampled = resample_to_spacing(image, spacing_mm, interpolation="linear")
     resampled_masks = np.stack([
         resample_like(image.with_array(m.astype(np.uint8)), resampled, interpolation="nearest").array > 0
         for m in masks

@@ -9,7 +9,6 @@ can skip and list the bad cases instead of stopping at case 97 of 131.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,14 +231,9 @@ def _grid_differences(first: Image, second: Image) -> list[str]:
 
 def _same_physical_region(first: Image, second: Image) -> bool:
     """True when the outer corners of both voxel boxes coincide (as sets), whatever the index order."""
-    first_corners, second_corners = _box_corners_lps(first), _box_corners_lps(second)
+    first_corners, second_corners = first.extent_corners_lps(), second.extent_corners_lps()
     distances = np.linalg.norm(first_corners[:, None, :] - second_corners[None, :, :], axis=-1)
     # Every corner of each box must have a partner in the other box.
     unmatched = np.maximum(distances.min(axis=1), distances.min(axis=0))
     return bool(np.all(unmatched <= GRID_TOLERANCE_MM))
 
-
-def _box_corners_lps(image: Image) -> np.ndarray:
-    """(8, 3) LPS corners of the region the voxels cover (continuous indices -0.5 and n - 0.5)."""
-    faces = np.array(list(itertools.product((0.0, 1.0), repeat=3)))
-    return image.ijk_to_lps(faces * np.asarray(image.size_ijk, dtype=float) - 0.5)
