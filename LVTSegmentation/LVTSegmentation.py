@@ -697,7 +697,7 @@ class LVTSegmentationLogic(ScriptedLoadableModuleLogic):
             text += " " + _("Remnant after the planned resection: {ml:.0f} mL ({percent:.1f} %).").format(
                 ml=remnant["remnant_ml"], percent=remnant["remnant_percent"]
             )
-        return text
+        return "\n".join([text, *lib.reliability_notes(report)])
 
 
 class LVTSegmentationTest(ScriptedLoadableModuleTest):

@@ -25,6 +25,7 @@ from .environment import (
     protecting_constraints,
 )
 from .files import write_segmentation_file, write_volume_file
+from .measurements import reliability_notes
 from .planning import RESECTION_SEGMENT_NAME, add_vessel_lines, resection_segment_name
 from .process import (
     BackgroundProcess,
@@ -92,6 +93,7 @@ __all__ = [
     "prior_folder_problem",
     "protecting_constraints",
     "register_converter_rules",
+    "reliability_notes",
     "resection_segment_name",
     "segment_command",
     "segment_ids_by_structure",

@@ -16,6 +16,7 @@ import vtk
 from slicer import vtkMRMLMarkupsLineNode, vtkMRMLScene, vtkMRMLTableNode
 
 from lvt.image import lps_to_ras
+from lvt.measure.reliability import reliability_problems
 
 LESION_ID_ATTRIBUTE = "LVT.LesionId"
 
@@ -104,6 +105,16 @@ def remnant_values(report: Mapping[str, Any]) -> list[tuple[SummaryRow, float]]:
     """The :data:`REMNANT_ROWS` with their values, or nothing when no resection region was given."""
     remnant = (report.get("planning") or {}).get("remnant")
     return [(row, float(remnant[row.key])) for row in REMNANT_ROWS] if remnant else []
+
+
+def reliability_notes(report: Mapping[str, Any]) -> list[str]:
+    """The lines the module shows under the summary: why the numbers may not hold, then what the model is worth.
+
+    Recomputed from report.json by the core's own check, so a report written before the check existed
+    gets its warnings too.
+    """
+    sentence = report.get("model_reliability")
+    return [*reliability_problems(report), *([str(sentence)] if sentence else [])]
 
 
 def fill_summary_table(table_node: vtkMRMLTableNode, report: Mapping[str, Any]) -> None:

@@ -53,3 +53,10 @@ def check_cancel(cancel: threading.Event | None) -> None:
     """Raise :class:`CancelledError` when the cancel event is set; call between units of work."""
     if cancel is not None and cancel.is_set():
         raise CancelledError("cancelled by the user")
+
+
+def checkpoint(progress: ProgressCallback | None, cancel: threading.Event | None, stage: str, done: float,
+               total: float, message: str = "") -> None:
+    """Report progress, then stop if the user cancelled: every reported step is also a cancel point."""
+    report(progress, stage, done, total, message)
+    check_cancel(cancel)

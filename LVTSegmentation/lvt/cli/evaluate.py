@@ -16,7 +16,7 @@ from lvt.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-HELP = "Dice, NSD, HD95, lesion detection against ground truth"
+HELP = "Dice, IoU, NSD, HD95, lesion detection and F1 against ground truth"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ Each command lives in its own small module (``lvt.cli.<command>``) with ``HELP``
 and ``run(args) -> exit code``; this module imports them by name, and they import the core only when they
 run, so ``lvt --help`` and option errors never load torch.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad input (the message names the file), 130 cancelled.
+Exit codes: 0 success, 1 runtime failure, 2 bad input (the message names the file; a broken or foreign
+model file is bad input too), 130 cancelled.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from lvt import __version__
 from lvt.cli.console import close_progress_bars
-from lvt.errors import CancelledError, InputError, LVTError
+from lvt.errors import CancelledError, InputError, LVTError, ModelFileError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -99,6 +100,25 @@ def report_done(args: argparse.Namespace, output: Path) -> int:
     return EXIT_OK
 
 
+def add_strict_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 2 when the report finds no liver, a liver under 200 mL or a liver cut by the scan "
+                             "(the output folder is still written, for review)")
+
+
+def report_document(args: argparse.Namespace, document: Mapping, output: Path) -> int:
+    """Print the report's warnings (a number must never hide its doubt) and finish: exit 2 under ``--strict``
+    when the report itself is in doubt, else as :func:`report_done`."""
+    from lvt.measure.reliability import reliability_problems
+
+    for warning in document.get("warnings", []):
+        print(f"lvt: warning: {warning}", file=sys.stderr)
+    problems = reliability_problems(document) if getattr(args, "strict", False) else []
+    if problems:
+        return report_failure(args, f"{output}: --strict: {problems[0]}", EXIT_BAD_INPUT)
+    return report_done(args, output)
+
+
 def report_failure(args: argparse.Namespace | None, message: str, code: int) -> int:
     """One ``lvt: error:`` line on stderr (and a JSON ``error`` line for programs); return ``code``."""
     if args is not None and getattr(args, "progress", None) == "json":
@@ -124,7 +144,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except InputError as error:
+    except (InputError, ModelFileError) as error:
         return report_failure(args, str(error), EXIT_BAD_INPUT)
     except CancelledError:
         return report_failure(args, "cancelled; nothing was written", EXIT_CANCELLED)

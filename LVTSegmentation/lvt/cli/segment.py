@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lvt.cli.console import cancel_on_signals, make_progress
-from lvt.cli.main import add_common_arguments, report_done
+from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
 
 HELP = "segment liver, vessels and tumors in a CT"
 
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     parser.add_argument("--force", action="store_true", help="accept an image that does not look like CT in HU")
     parser.add_argument("--no-surfaces", action="store_true", help="skip 3D surfaces and the 3D view")
+    parser.add_argument("--fill-nonfinite", action="store_true",
+                        help="replace NaN/infinite voxels by air and say so in the report (default: refuse the CT)")
+    add_strict_argument(parser)
     add_common_arguments(parser)
 
 
@@ -25,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = SegmentOptions.from_args(args)
     with cancel_on_signals() as cancel:
-        segment_file(args.input, args.output, options, progress=make_progress(args.progress), cancel=cancel)
-    return report_done(args, args.output)
+        document = segment_file(args.input, args.output, options, progress=make_progress(args.progress),
+                                cancel=cancel)
+    return report_document(args, document, args.output)

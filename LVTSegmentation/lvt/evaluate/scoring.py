@@ -3,7 +3,8 @@
 One case is a predicted exclusive label map (0 bg, 1 liver parenchyma, 2 vessel, 3 tumor) and a
 multi-hot reference (liver includes vessels and tumors, as the paper evaluates). Classes the
 reference does not annotate are reported as "not annotated" and left out of every mean, never
-scored as zero. The metric definitions and empty-mask conventions live in :mod:`lvt.evaluate.metrics` and
+scored as zero. The metric definitions and empty-mask conventions live in
+:mod:`lvt.evaluate.metrics`, :mod:`lvt.evaluate.surface_dice`, :mod:`lvt.evaluate.lesions` and
 docs/metrics.md; finding and reading the files is :mod:`lvt.evaluate.files`, writing them
 :mod:`lvt.evaluate.write`, and :func:`lvt.evaluate.run.evaluate_folder` ties them together.
 """
@@ -17,20 +18,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvt.evaluate import metrics
+from lvt.evaluate.lesions import LESION_SIZE_BINS, f1_score, lesion_detection
+from lvt.evaluate.surface_dice import normalized_surface_dice, surfel_distances
 from lvt.image import Image
 from lvt.labels import CLASS_KEYS, STRUCTURES, TUMOR, masks_from_labels
 
 DEFAULT_TOLERANCES_MM: tuple[float, float, float] = (7.0, 3.0, 3.0)
 STATUS_OK = "ok"
 STATUS_NOT_ANNOTATED = "not annotated"
-CLASS_METRICS: tuple[str, ...] = (
+# per_case.csv only ever gains columns at its end, so files and readers of earlier versions stay
+# valid: the *_FIRST tuples are the original columns, the *_ADDED ones came later.
+_CLASS_METRICS_FIRST = (
     "dice", "precision", "recall", "nsd", "hd95_mm", "assd_mm",
     "volume_true_ml", "volume_pred_ml", "relative_volume_error",
 )
-LESION_METRICS: tuple[str, ...] = ("lesion_sensitivity", "lesion_precision")
-LESION_COUNTS: tuple[str, ...] = ("true_lesions", "detected_lesions", "predicted_lesions", "correct_predicted_lesions")
+_CLASS_METRICS_ADDED = ("jaccard", "accuracy")
+_LESION_METRICS_FIRST = ("lesion_sensitivity", "lesion_precision")
+_LESION_METRICS_ADDED = ("lesion_f1", *(f"lesion_sensitivity_{b}" for b in LESION_SIZE_BINS))
+_LESION_COUNTS_FIRST = ("true_lesions", "detected_lesions", "predicted_lesions", "correct_predicted_lesions")
+_LESION_COUNTS_ADDED = (*(f"true_lesions_{b}" for b in LESION_SIZE_BINS),
+                        *(f"detected_lesions_{b}" for b in LESION_SIZE_BINS))
+CLASS_METRICS: tuple[str, ...] = _CLASS_METRICS_FIRST + _CLASS_METRICS_ADDED
+LESION_METRICS: tuple[str, ...] = _LESION_METRICS_FIRST + _LESION_METRICS_ADDED
+LESION_COUNTS: tuple[str, ...] = _LESION_COUNTS_FIRST + _LESION_COUNTS_ADDED
 SUMMARY_METRICS: tuple[str, ...] = CLASS_METRICS + LESION_METRICS
-PER_CASE_COLUMNS: tuple[str, ...] = ("case", "class", "status", "nsd_tolerance_mm", *SUMMARY_METRICS, *LESION_COUNTS)
+PER_CASE_COLUMNS: tuple[str, ...] = (
+    "case", "class", "status", "nsd_tolerance_mm", *_CLASS_METRICS_FIRST, *_LESION_METRICS_FIRST,
+    *_LESION_COUNTS_FIRST, *_CLASS_METRICS_ADDED, *_LESION_METRICS_ADDED, *_LESION_COUNTS_ADDED,
+)
 
 Row = dict[str, object]
 
@@ -46,24 +61,30 @@ def _class_metrics(pred: np.ndarray, truth: np.ndarray, spacing_zyx_mm: tuple, t
         "dice": metrics.dice_score(pred, truth),
         "precision": metrics.precision_score(pred, truth),
         "recall": metrics.recall_score(pred, truth),
-        "nsd": metrics.normalized_surface_dice(distances, tolerance_mm),
+        "nsd": normalized_surface_dice(surfel_distances(pred, truth, spacing_zyx_mm), tolerance_mm),
         "hd95_mm": metrics.hausdorff_distance_95_mm(distances),
         "assd_mm": metrics.average_symmetric_surface_distance_mm(distances),
         "volume_true_ml": float(np.count_nonzero(truth)) * voxel_ml,
         "volume_pred_ml": float(np.count_nonzero(pred)) * voxel_ml,
         "relative_volume_error": metrics.relative_volume_error(pred, truth),
+        "jaccard": metrics.jaccard_score(pred, truth),
+        "accuracy": metrics.accuracy_score(pred, truth),
     }
 
 
-def _lesion_metrics(pred_tumor: np.ndarray, truth_tumor: np.ndarray) -> dict[str, float | int | None]:
-    detection = metrics.lesion_detection(pred_tumor, truth_tumor)
+def _lesion_metrics(pred_tumor: np.ndarray, truth_tumor: np.ndarray, grid: Image) -> dict[str, float | int | None]:
+    detection = lesion_detection(pred_tumor, truth_tumor, grid)
     return {
         "lesion_sensitivity": detection.sensitivity,
         "lesion_precision": detection.precision,
+        "lesion_f1": detection.f1,
+        **{f"lesion_sensitivity_{b}": v for b, v in zip(LESION_SIZE_BINS, detection.sensitivity_by_size, strict=True)},
         "true_lesions": detection.true_lesions,
         "detected_lesions": detection.detected_lesions,
         "predicted_lesions": detection.predicted_lesions,
         "correct_predicted_lesions": detection.correct_predicted_lesions,
+        **{f"true_lesions_{b}": n for b, n in zip(LESION_SIZE_BINS, detection.true_by_size, strict=True)},
+        **{f"detected_lesions_{b}": n for b, n in zip(LESION_SIZE_BINS, detection.detected_by_size, strict=True)},
     }
 
 
@@ -109,7 +130,7 @@ def evaluate_case(
         result[structure.key] = entry
     tumor = result[CLASS_KEYS[TUMOR]]
     if annotated[TUMOR]:
-        tumor.update(_lesion_metrics(pred_masks[TUMOR], truth[TUMOR]))
+        tumor.update(_lesion_metrics(pred_masks[TUMOR], truth[TUMOR], pred_labels))
     else:
         tumor.update(dict.fromkeys(LESION_METRICS + LESION_COUNTS))
     return result
@@ -156,16 +177,25 @@ def _summarize_values(key: str, metric: str, values: list[float], n_not_annotate
 
 
 def _pooled_lesion_rows(rows: Sequence[Row]) -> list[SummaryRow]:
-    """Lesion sensitivity and precision from counts summed over cases (robust to lesion-free cases)."""
+    """Lesion sensitivity (overall and per size), precision and F1 from counts summed over cases.
+
+    Pooling counts lesions rather than cases, so lesion-free cases and cases with one lesion do not
+    distort the rates.
+    """
     tumor = [r for r in rows if r["class"] == CLASS_KEYS[TUMOR] and r["status"] == STATUS_OK]
-    sums = {k: sum(int(r[k] or 0) for r in tumor) for k in LESION_COUNTS}
-    pairs = (("lesion_sensitivity_pooled", "detected_lesions", "true_lesions"),
-             ("lesion_precision_pooled", "correct_predicted_lesions", "predicted_lesions"))
-    return [
-        SummaryRow(CLASS_KEYS[TUMOR], name, len(tumor), sums[num] / sums[den] if sums[den] else None, None, 0,
-                   sum(1 for r in rows if r["class"] == CLASS_KEYS[TUMOR]) - len(tumor))
-        for name, num, den in pairs
-    ]
+    sums = {k: sum(int(r.get(k) or 0) for r in tumor) for k in LESION_COUNTS}
+    def rate(detected: str, total: str) -> float | None:
+        return sums[detected] / sums[total] if sums[total] else None
+
+    sensitivity, precision = rate("detected_lesions", "true_lesions"), rate("correct_predicted_lesions",
+                                                                            "predicted_lesions")
+    rates = {"lesion_sensitivity_pooled": sensitivity, "lesion_precision_pooled": precision,
+             "lesion_f1_pooled": f1_score(sensitivity, precision),
+             **{f"lesion_sensitivity_pooled_{b}": rate(f"detected_lesions_{b}", f"true_lesions_{b}")
+                for b in LESION_SIZE_BINS}}
+    n_not_annotated = sum(1 for r in rows if r["class"] == CLASS_KEYS[TUMOR]) - len(tumor)
+    return [SummaryRow(CLASS_KEYS[TUMOR], name, len(tumor), rate, None, 0, n_not_annotated)
+            for name, rate in rates.items()]
 
 
 def summarize(rows: Sequence[Row]) -> list[SummaryRow]:

@@ -46,6 +46,9 @@ def summary_csv_text(summary: Sequence[SummaryRow]) -> str:
 
 
 def _metric_format(metric: str) -> str:
+    """Decimals that show a difference: accuracy sits near 1 because background dominates it."""
+    if metric == "accuracy":
+        return ".4f"
     return ".1f" if metric.endswith("_ml") else ".2f" if metric.endswith("_mm") else ".3f"
 
 
@@ -67,7 +70,8 @@ def summary_markdown(summary: Sequence[SummaryRow], n_cases: int, tolerances_mm:
     lines = ["# Evaluation summary", "", f"{n_cases} case{'' if n_cases == 1 else 's'}. NSD tolerances: "
              + ", ".join(f"{k} {t:g} mm" for k, t in zip(CLASS_KEYS, tolerances_mm, strict=True))
              + ". Mean ± sample sd over cases where the class is annotated and the metric is defined; "
-             "infinite distances (one mask empty) are counted, not averaged. See docs/metrics.md.", "",
+             "infinite distances (one mask empty) are counted, not averaged; `*_pooled` rows are ratios of lesion "
+             "counts summed over cases. See docs/metrics.md.", "",
              header, "|" + "---|" * (len(STRUCTURES) + 1)]
     for metric in metric_names:
         cells = [_summary_cell(by_key.get((key, metric))) for key in CLASS_KEYS]

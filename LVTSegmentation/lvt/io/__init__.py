@@ -3,12 +3,13 @@
 from lvt.io.dicom import DicomSeriesInfo, find_dicom_series
 from lvt.io.read import (
     READABLE_FORMATS,
-    is_slicer_segmentation,
+    ReadInfo,
     read_image,
+    read_image_with_info,
     read_label_image,
-    read_segment_mask,
     read_segmentation,
 )
+from lvt.io.slicer_segmentation import is_slicer_segmentation, read_segment_mask
 from lvt.io.write import SEGMENTATION_SUFFIX, WRITABLE_SUFFIXES, write_image, write_segmentation
 
 __all__ = [
@@ -16,9 +17,11 @@ __all__ = [
     "SEGMENTATION_SUFFIX",
     "WRITABLE_SUFFIXES",
     "DicomSeriesInfo",
+    "ReadInfo",
     "find_dicom_series",
     "is_slicer_segmentation",
     "read_image",
+    "read_image_with_info",
     "read_label_image",
     "read_segment_mask",
     "read_segmentation",

@@ -1,75 +1,121 @@
 """Reading CT and segmentations: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd),
 a DICOM folder, and Slicer's ``.seg.nrrd``.
 
-Everything a user can get wrong about an input file becomes an :class:`lvt.errors.InputError` that
-names the file and the problem, before any model is loaded. SimpleITK and slicerio are imported
-lazily so that nodes without them can still import the core.
+Reading gives the right image or refuses: everything a user (or a damaged file) can get wrong about
+an input becomes an :class:`lvt.errors.InputError` that names the file and the problem, before any
+model is loaded. What reading had to do to give the right image (resample a tilted series, fill
+NaN) is returned as notes for the report (:func:`read_image_with_info`). ITK's own warnings never
+reach the terminal. SimpleITK and slicerio are imported lazily so that nodes without them can still
+import the core.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lvt.errors import InputError
-from lvt.grid import describe_grid, image_from_sitk, sitk_module
-from lvt.image import AIR_THRESHOLD_HU, Image
-from lvt.io.dicom import choose_dicom_series, find_dicom_series
-from lvt.io.write import SEGMENTATION_SUFFIX
-from lvt.labels import LIVER, NUM_CLASSES, PRIORITY_HIGH_TO_LOW, STRUCTURES, TUMOR, VESSEL, exclusive_labels
-
-if TYPE_CHECKING:
-    import SimpleITK
+from lvt.grid import describe_grid, image_from_sitk, itk_warnings_off, sitk_module
+from lvt.image import Image
+from lvt.io import nifti
+from lvt.io.dicom import DicomSeriesInfo, choose_dicom_series, find_dicom_series, series_geometry
+from lvt.io.geometry import check_spacing, rectangular_grid, refuse_sheared
+from lvt.io.integrity import VerifiedFile, verify_image_file
+from lvt.io.slicer_segmentation import is_slicer_segmentation, read_slicer_segmentation
+from lvt.io.values import finite_range, hounsfield_problem, replace_nonfinite
+from lvt.labels import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
 READABLE_FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM folder"
 IDENTITY_VALUE_MAP: Mapping[int, int] = MappingProxyType({value: value for value in range(NUM_CLASSES + 1)})
 
-# Slicer segment names understood when a segment carries no LVT terminology (whole words, any case).
-_NAME_WORDS = {
-    TUMOR: frozenset({"tumor", "tumors", "tumour", "tumours", "lesion", "lesions"}),
-    VESSEL: frozenset({"vessel", "vessels"}),
-    LIVER: frozenset({"liver"}),
-}
+
+@dataclass(frozen=True)
+class ReadInfo:
+    """What a report should record about reading a CT.
+
+    Attributes:
+        notes: what was done to give the right image (resampling a sheared grid, filling NaN,
+            ignoring the sign of a NIfTI voxel size), one sentence each: the report's warnings.
+        series: for a DICOM folder, the series that was read.
+        other_series: the folder's other series, most slices first.
+    """
+
+    notes: tuple[str, ...] = ()
+    series: DicomSeriesInfo | None = None
+    other_series: tuple[DicomSeriesInfo, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"notes": [...], "dicom_series": {...} | None, "other_dicom_series": [...]}``."""
+        return {
+            "notes": list(self.notes),
+            "dicom_series": None if self.series is None else self.series.to_dict(),
+            "other_dicom_series": [info.to_dict() for info in self.other_series],
+        }
 
 
-def read_image(path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False) -> Image:
-    """Read a CT volume as float32 Hounsfield units on its own LPS grid.
+def read_image(
+    path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False, fill_nonfinite: bool = False
+) -> Image:
+    """Read a CT volume as float32 Hounsfield units on its own LPS grid (see :func:`read_image_with_info`)."""
+    return read_image_with_info(path, series_uid=series_uid, allow_non_ct=allow_non_ct,
+                                fill_nonfinite=fill_nonfinite)[0]
+
+
+def read_image_with_info(
+    path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False, fill_nonfinite: bool = False
+) -> tuple[Image, ReadInfo]:
+    """Read a CT volume as float32 Hounsfield units on its own LPS grid, with what the report should say.
 
     Args:
         path: a NIfTI, NRRD or MetaImage file, or a folder holding a DICOM series.
         series_uid: for a DICOM folder, the SeriesInstanceUID to read; by default the CT series
             with the most slices.
         allow_non_ct: skip the check that the values look like Hounsfield units (the CLI's ``--force``).
+        fill_nonfinite: set NaN/inf voxels to air (with a note) instead of refusing the image.
 
     Returns:
-        An :class:`Image` with a float32 array ``[k, j, i]``, any orientation and spacing.
+        An :class:`Image` with a float32 array ``[k, j, i]``, any orientation and spacing, on a grid
+        with perpendicular axes; and the :class:`ReadInfo` (notes, DICOM series).
 
     Raises:
-        InputError: the path is missing or unreadable, not a single 3D scalar volume, has NaN/inf or
-            constant values, does not look like CT, or the DICOM series choice is ambiguous.
+        InputError: the path is missing or unreadable; the file is truncated or damaged; not a single
+            3D scalar volume; a voxel size is zero or implausible; a DICOM series has missing or
+            uneven slices, or the series choice is ambiguous; NaN/inf (unless filled) or constant
+            values; values that do not look like CT.
     """
     path = _existing_path(path)
-    sitk_image = _read_dicom_folder(path, series_uid) if path.is_dir() else _read_image_file(path)
-    image = image_from_sitk(sitk_image)
-    del sitk_image  # free ITK's copy before the float32 one is made
+    with itk_warnings_off():
+        if path.is_dir():
+            image, verified, info = _read_dicom_folder(path, series_uid)
+        else:
+            image, verified, file_notes = _read_image_file(path)
+            info = ReadInfo(notes=file_notes)
+    notes = list(info.notes)
     array = image.array.astype(np.float32, copy=False)
-    low, high = _finite_range(path, array)
+    fill_note = replace_nonfinite(path, array, verified.nonfinite_mask, fill=fill_nonfinite)
+    notes += [fill_note] if fill_note else []
+    low, high = finite_range(path, array)
     if low == high:
         raise InputError(path, f"has the same value ({low:g}) in every voxel; the image is empty")
     if not allow_non_ct:
-        problem = _hounsfield_problem(array)
+        problem = hounsfield_problem(array)
         if problem:
             raise InputError(path, f"{problem}. If this really is CT in HU, run again with --force.")
+    check_spacing(path, image)
+    image, grid_note = rectangular_grid(path, image.with_array(array))
+    notes += [grid_note] if grid_note else []
     logger.info("Read %s: %s, values %.0f..%.0f", path, describe_grid(image), low, high)
-    return image.with_array(array)
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    return image, ReadInfo(tuple(notes), info.series, info.other_series)
 
 
 def read_label_image(path: str | Path) -> Image:
@@ -86,11 +132,16 @@ def read_label_image(path: str | Path) -> Image:
     path = _existing_path(path)
     if path.is_dir():
         raise InputError(path, "is a folder; a label map must be one image file (NIfTI, NRRD or MetaImage)")
-    image = image_from_sitk(_read_image_file(path))
+    with itk_warnings_off():
+        image, verified, _ = _read_image_file(path)
+    replace_nonfinite(path, image.array, verified.nonfinite_mask, fill=False)
+    check_spacing(path, image)
+    refuse_sheared(path, image)
     return image.with_array(_integer_labels(path, image.array))
 
 
-def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = None) -> Image:
+def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = None, *,
+                      others_background: bool = False) -> Image:
     """Read a segmentation as the exclusive LVT label map (0 bg, 1 liver parenchyma, 2 vessel, 3 tumor).
 
     A Slicer ``.seg.nrrd`` is read with slicerio: segments are recognised by terminology (Liver,
@@ -104,6 +155,7 @@ def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = No
         path: a ``.seg.nrrd`` or a label map file.
         value_map: label value in the file -> LVT label (0..3); default identity on 0..3.
             Ignored for ``.seg.nrrd`` files.
+        others_background: values that ``value_map`` does not list become background (else refused).
 
     Returns:
         An :class:`Image` with a uint8 array of values 0..3.
@@ -113,10 +165,10 @@ def read_segmentation(path: str | Path, value_map: Mapping[int, int] | None = No
     """
     path = _existing_path(path)
     if is_slicer_segmentation(path):
-        return _read_slicer_segmentation(path)
+        return read_slicer_segmentation(path)
     labels = read_label_image(path)
     value_map = IDENTITY_VALUE_MAP if value_map is None else value_map
-    return labels.with_array(_map_label_values(path, labels.array, value_map))
+    return labels.with_array(_map_label_values(path, labels.array, value_map, others_background))
 
 
 def _existing_path(path: str | Path) -> Path:
@@ -126,8 +178,13 @@ def _existing_path(path: str | Path) -> Path:
     return path
 
 
-def _read_image_file(path: Path) -> SimpleITK.Image:
-    """Read one image file after checking from its header that it is a single 3D scalar volume."""
+def _read_image_file(path: Path) -> tuple[Image, VerifiedFile, tuple[str, ...]]:
+    """Read one image file after checking that it is whole and, from its header, a single 3D scalar volume.
+
+    Returns:
+        The image (any dtype), what the integrity check learnt, and notes on what was corrected.
+    """
+    verified = verify_image_file(path)  # first: ITK reads (or fails on) a damaged file with its own words
     sitk = sitk_module()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -139,13 +196,34 @@ def _read_image_file(path: Path) -> SimpleITK.Image:
     hint = "; for DICOM, give the folder that holds the whole series" if is_dicom else ""
     _check_structure(path, reader.GetSize(), reader.GetNumberOfComponents(), hint)
     try:
-        image = reader.Execute()
+        sitk_image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(path, f"could not be read ({_error_summary(error)})") from error
-    if image.GetDimension() == 4:
+        raise InputError(path, f"could not be read ({_itk_reason(error)})") from error
+    if sitk_image.GetDimension() == 4:
         # A 4D file with a single time point (NRRD/MHA keep the trailing 1) is just a volume.
-        image = sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
-    return image
+        sitk_image = sitk.Extract(sitk_image, [*sitk_image.GetSize()[:3], 0], [0, 0, 0, 0])
+    image = image_from_sitk(sitk_image)
+    del sitk_image  # free ITK's copy
+    notes: tuple[str, ...] = ()
+    if verified.nifti_header is not None:
+        image, notes = _nifti_standard_geometry(path, image, verified.nifti_header)
+    return image, verified, notes
+
+
+def _nifti_standard_geometry(path: Path, image: Image, header: nifti.NiftiHeader) -> tuple[Image, tuple[str, ...]]:
+    """The grid the NIfTI standard gives where ITK flips an axis of negative voxel size."""
+    standard = nifti.standard_geometry(path, header)
+    if standard is None:
+        return image, ()
+    matrix, origin = standard
+    if np.allclose(matrix, image.ijk_to_lps_matrix()[:3, :3], atol=1e-4) and np.allclose(
+            origin, image.origin_lps_mm, atol=1e-3):
+        return image, ()
+    sizes = np.linalg.norm(matrix, axis=0)
+    source = "qform" if header.qform_code > 0 else "sform"
+    note = (f"the NIfTI header gives a negative voxel size (pixdim {[round(p, 4) for p in header.pixdim[1:4]]}); "
+            f"as the NIfTI standard says, its sign was ignored and the orientation taken from the {source}")
+    return Image(image.array, tuple(sizes), tuple(origin), matrix / sizes), (note,)
 
 
 def _check_structure(path: Path, size: tuple[int, ...], components: int, hint: str = "") -> None:
@@ -161,7 +239,8 @@ def _check_structure(path: Path, size: tuple[int, ...], components: int, hint: s
         raise InputError(path, f"is a 2D image or a single slice (size {tuple(size)}); a 3D volume is needed{hint}")
 
 
-def _read_dicom_folder(folder: Path, series_uid: str | None) -> SimpleITK.Image:
+def _read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[Image, VerifiedFile, ReadInfo]:
+    """The chosen series on the grid its slice positions give (see :func:`lvt.io.dicom.series_geometry`)."""
     sitk = sitk_module()
     found = find_dicom_series(folder)
     if not found:
@@ -170,58 +249,44 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> SimpleITK.Image:
     logger.info("Reading DICOM series %s from %s", series.describe(), folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        image = reader.Execute()
+        sitk_image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(folder, f"DICOM series {series.uid} could not be read ({_error_summary(error)})") from error
-    _check_structure(folder, image.GetSize(), image.GetNumberOfComponentsPerPixel())
-    return image
+        raise InputError(folder, f"DICOM series {series.uid} could not be read ({_itk_reason(error)})") from error
+    _check_structure(folder, sitk_image.GetSize(), sitk_image.GetNumberOfComponentsPerPixel())
 
+    def tag(index: int, key: str) -> str:
+        return reader.GetMetaData(index, key).strip() if reader.HasMetaDataKey(index, key) else ""
 
-def _hounsfield_problem(array: np.ndarray) -> str | None:
-    """Why the values do not look like CT Hounsfield units, or None when they do.
-
-    CT shows air near -1000 HU around the body or in the lungs (or the scanner's padding below it).
-    A crop without air still has fat below 0 HU and a median near soft tissue. MR, PET, 8-bit
-    exports and CT stored without its rescale intercept (air near 0) all fail both tests.
-    """
-    step = max(1, array.size // 1_000_000)
-    low, median, high = np.percentile(array.reshape(-1)[::step], [0.5, 50.0, 99.5])
-    has_air = low <= AIR_THRESHOLD_HU
-    looks_like_soft_tissue = low < -20.0 and -300.0 <= median <= 300.0 and high - low >= 100.0
-    if has_air or looks_like_soft_tissue:
-        return None
-    return (
-        f"values do not look like CT Hounsfield units (0.5th percentile {low:.0f}, median {median:.0f}, "
-        f"99.5th percentile {high:.0f}; CT has air near -1000 HU and soft tissue near 0..100 HU). "
-        "It may be MR, an 8-bit or rescaled export, or CT stored without its rescale intercept"
-    )
+    geometry = series_geometry(folder, series, tag, sitk_image.GetSpacing()[:2])
+    image = image_from_sitk(sitk_image)
+    del sitk_image
+    if geometry is not None:
+        matrix, origin = geometry
+        sizes = np.linalg.norm(matrix, axis=0)
+        image = Image(image.array, tuple(sizes), tuple(origin), matrix / sizes)
+    others = tuple(info for info in found if info.uid != series.uid)
+    return image, VerifiedFile(), ReadInfo(series=series, other_series=others)
 
 
 def _integer_labels(path: Path, array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         return array
-    low, high = _finite_range(path, array)
+    low, high = finite_range(path, array)
     if not np.array_equal(array, np.round(array)):
         raise InputError(path, "has non-integer values; a label map holds whole-number labels")
     dtype = np.uint8 if low >= 0 and high <= 255 else np.int32
     return array.astype(dtype)
 
 
-def _finite_range(path: Path, array: np.ndarray) -> tuple[float, float]:
-    """Minimum and maximum, after checking for NaN/inf (NaN propagates through min and max)."""
-    low, high = float(array.min()), float(array.max())
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise InputError(path, "contains NaN or infinite values; an image must hold finite numbers")
-    return low, high
-
-
-def _map_label_values(path: Path, array: np.ndarray, value_map: Mapping[int, int]) -> np.ndarray:
+def _map_label_values(path: Path, array: np.ndarray, value_map: Mapping[int, int],
+                      others_background: bool = False) -> np.ndarray:
     """Translate file label values to LVT labels with a lookup table, one slice at a time (bounded memory)."""
     if any(not 0 <= target <= NUM_CLASSES for target in value_map.values()):
         raise ValueError(f"value map targets must be LVT labels 0..{NUM_CLASSES}, got {value_map}")
     present = np.unique(array)
-    unknown = sorted(int(v) for v in present if int(v) not in value_map)
+    unknown = [] if others_background else sorted(int(v) for v in present if int(v) not in value_map)
     if unknown:
         shown = ", ".join(str(v) for v in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         raise InputError(
@@ -239,115 +304,10 @@ def _map_label_values(path: Path, array: np.ndarray, value_map: Mapping[int, int
     return output
 
 
-def is_slicer_segmentation(path: Path) -> bool:
-    """A ``.seg.nrrd`` name, or any NRRD whose header carries Slicer segment fields."""
-    name = path.name.lower()
-    if name.endswith(SEGMENTATION_SUFFIX):
-        return True
-    if not name.endswith((".nrrd", ".nhdr")):
-        return False
-    import nrrd
-
-    try:
-        header = nrrd.read_header(str(path))
-    except (nrrd.NRRDError, OSError, UnicodeDecodeError):
-        return False
-    return any(key.startswith("Segment0_") for key in header)
-
-
-def read_segment_mask(path: str | Path, segment_name: str | None, default_name: str) -> tuple[Image, str]:
-    """One segment of a Slicer ``.seg.nrrd`` as a bool mask on the file's grid, with the segment's name.
-
-    ``segment_name`` is matched exactly, then in any case; without it ``default_name`` is looked for,
-    and a file with a single segment gives that one.
-
-    Raises:
-        InputError: unreadable file, or no (or several) segments of that name; the message lists them.
-    """
-    import nrrd
-    import slicerio
-
-    path = _existing_path(path)
-    try:
-        segmentation = slicerio.read_segmentation(str(path))
-    except (nrrd.NRRDError, OSError, ValueError, KeyError) as error:
-        raise InputError(path, f"is not a readable Slicer segmentation ({_error_summary(error)})") from error
-    segments = segmentation["segments"]
-    names = [str(segment.get("name", segment.get("id", ""))) for segment in segments]
-    wanted = segment_name or default_name
-    chosen = ([n for n, name in enumerate(names) if name == wanted]
-              or [n for n, name in enumerate(names) if name.lower() == wanted.lower()])
-    if not chosen and segment_name is None and len(segments) == 1:
-        chosen = [0]
-    if len(chosen) != 1:
-        problem = "has several segments named" if chosen else "has no segment named"
-        raise InputError(path, f"{problem} {wanted!r} (any case); its segments: {names or 'none'}")
-    mask = slicerio.segment_mask(segmentation, segments[chosen[0]]).transpose(2, 1, 0)
-    return _image_on_ijk_to_lps(mask, segmentation["ijkToLPS"]), names[chosen[0]]
-
-
-def _read_slicer_segmentation(path: Path) -> Image:
-    import nrrd
-    import slicerio
-
-    try:
-        segmentation = slicerio.read_segmentation(str(path))
-    except (nrrd.NRRDError, OSError, ValueError, KeyError) as error:
-        raise InputError(path, f"is not a readable Slicer segmentation ({_error_summary(error)})") from error
-    voxels = segmentation["voxels"]
-    masks = np.zeros((NUM_CLASSES, *voxels.shape[-3:][::-1]), dtype=bool)
-    names = [str(segment.get("name", segment.get("id", "?"))) for segment in segmentation["segments"]]
-    recognised = []
-    for segment, name in zip(segmentation["segments"], names, strict=True):
-        channel = _segment_channel(segment, name)
-        if channel is None:
-            continue
-        masks[channel] |= slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0)
-        recognised.append(name)
-    if not recognised:
-        raise InputError(
-            path, f"has no liver, vessel or tumor segment (segments: {names or 'none'}); "
-            "name them Liver, Vessels and Tumors or give them the matching terminology"
-        )
-    ignored = sorted(set(names) - set(recognised))
-    if ignored:
-        logger.warning("%s: ignored segments that are not liver, vessel or tumor: %s", path, ignored)
-    return _image_on_ijk_to_lps(exclusive_labels(masks), segmentation["ijkToLPS"])
-
-
-def _segment_channel(segment: dict[str, Any], name: str) -> int | None:
-    """LVT channel of a Slicer segment: by terminology first, then by words of its name (higher class first).
-
-    Any morphologically altered structure (the tumor category) is tumor, whatever its type.
-    """
-    terminology = segment.get("terminology") or {}
-    if _code_value(terminology, "category") == STRUCTURES[TUMOR].category[1]:
-        return TUMOR
-    type_code = _code_value(terminology, "type")
-    words = set(re.findall(r"[a-z]+", name.lower()))
-    for channel in PRIORITY_HIGH_TO_LOW:
-        if type_code == STRUCTURES[channel].type[1]:
-            return channel
-    for channel in PRIORITY_HIGH_TO_LOW:
-        if words & _NAME_WORDS[channel]:
-            return channel
-    return None
-
-
-def _code_value(terminology: dict[str, Any], key: str) -> str:
-    """The code value of a (scheme, value, meaning) terminology entry, or "" when absent."""
-    code = terminology.get(key) or []
-    return str(code[1]) if len(code) > 1 else ""
-
-
-def _image_on_ijk_to_lps(array_kji: np.ndarray, ijk_to_lps: np.ndarray) -> Image:
-    """An :class:`Image` from a ``[k, j, i]`` array and a 4x4 IJK-to-LPS matrix (spacing x direction)."""
-    matrix = np.asarray(ijk_to_lps, dtype=float)
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    return Image(array_kji, tuple(spacing), tuple(matrix[:3, 3]), matrix[:3, :3] / spacing)
-
-
-def _error_summary(error: BaseException) -> str:
-    """The last non-empty line of an exception message (SimpleITK puts its reason there)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+def _itk_reason(error: BaseException) -> str:
+    """The reason in an ITK exception (its last non-empty line), in words where ITK's are obscure."""
+    text = str(error)
+    if "Zero-valued spacing" in text:
+        return "its header gives a voxel size of 0 mm, so the real voxel size is unknown"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

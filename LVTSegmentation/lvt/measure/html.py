@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING
 from lvt.atomic import atomic_path
 from lvt.image import Image
 from lvt.labels import STRUCTURES
+from lvt.measure.reliability import NO_LIVER_ASSESSMENT, cut_sides_text, liver_found
 from lvt.measure.surface_view import OffscreenRenderingError, render_surfaces_png
 from lvt.measure.views import ReportImage, report_views
+from lvt.progress import check_cancel
 
 if TYPE_CHECKING:
     from vtkmodules.vtkCommonDataModel import vtkPolyData
@@ -37,8 +40,9 @@ def write_html_report(
     labels: Image,
     surfaces: Mapping[str, vtkPolyData] | None,
     folder: Path | str,
+    cancel: threading.Event | None = None,
 ) -> Path:
-    """Write ``report.html`` and ``views/*.png`` into ``folder``.
+    """Write ``report.html`` and ``views/*.png`` into ``folder``; each view is a cancel point.
 
     Views: axial, coronal and sagittal through the largest lesion (long axis drawn on the axial one)
     and through the liver centre, plus a 3D view of the surfaces. When the 3D view cannot be
@@ -51,6 +55,7 @@ def write_html_report(
         labels: the exclusive label map the report measured.
         surfaces: from :func:`lvt.measure.surfaces.extract_surfaces`, or None for no 3D view.
         folder: output folder.
+        cancel: stops the rendering (:class:`lvt.errors.CancelledError`) when set.
 
     Returns:
         The path of report.html.
@@ -58,7 +63,8 @@ def write_html_report(
     folder = Path(folder)
     views = folder / "views"
     views.mkdir(parents=True, exist_ok=True)
-    figures = report_views(report, ct, labels, views)
+    figures = report_views(report, ct, labels, views, cancel)
+    check_cancel(cancel)
     if surfaces:
         try:
             path = render_surfaces_png(surfaces, views / "surfaces_3d.png")
@@ -92,6 +98,20 @@ figcaption { font-size: 0.85em; color: #555; }
 """
 
 
+def _series_html(source: Mapping) -> str:
+    """The DICOM series that was measured and the others in the folder (a wrong series is a silent error)."""
+    series = source.get("dicom_series")
+    if not series:
+        return ""
+    def one(info: Mapping) -> str:
+        return f"{info['uid']} ('{info['description']}', {info['modality']}, {info['num_slices']} slices)"
+    others = source.get("other_dicom_series") or []
+    text = f"<br>DICOM series used: {escape(one(series))}"
+    if others:
+        text += f"<br>Other series in the folder (not used): {escape('; '.join(one(o) for o in others))}"
+    return text
+
+
 def render_html(report: Mapping, figures: Sequence[ReportImage]) -> str:
     """The report page as one self-contained HTML string (CSS inline, images embedded)."""
     model = report["model"]
@@ -101,16 +121,17 @@ def render_html(report: Mapping, figures: Sequence[ReportImage]) -> str:
         '<html lang="en"><head><meta charset="utf-8"><title>LVT Segmentation report</title>',
         f"<style>{PAGE_CSS}</style></head><body>",
         "<h1>Liver, vessel and tumor segmentation</h1>",
-        f'<p class="meta">Input: {escape(report["input"]["path"])}<br>Model: {escape(model_text)}'
-        f' &middot; LVT {escape(report["lvt_version"])}</p>',
-        f'<p class="review"><strong>For review.</strong> {escape(REVIEW_NOTE)}</p>',
         warnings_html(report["warnings"]),
+        f'<p class="meta">Input: {escape(report["input"]["path"])}{_series_html(report["input"])}'
+        f'<br>Model: {escape(model_text)} &middot; LVT {escape(report["lvt_version"])}</p>',
+        f'<p class="review"><strong>For review.</strong> {escape(REVIEW_NOTE)}</p>',
         "<h2>Liver</h2>",
         _volumes_table(report),
         "<h2>Tumor burden</h2>",
-        _burden_table(report["tumors"]),
+        _model_reliability_html(report.get("model_reliability")),
+        _burden_table(report["tumors"]) if liver_found(report) else _no_assessment_html(),
         "<h2>Lesions</h2>",
-        _lesion_table(report["lesions"]),
+        _lesion_table(report["lesions"]) if liver_found(report) else _no_assessment_html(),
         _planning_html(report.get("planning")),
         "<h2>Views</h2>",
         _legend_html(),
@@ -140,13 +161,28 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: in
 
 
 def _volumes_table(report: Mapping) -> str:
+    """The volumes; a liver cut by the image's edge is shown as a lower bound (&ge;) with the sides it is cut at."""
     liver, vessels = report["liver"], report["vessels"]
+    cut = (report.get("liver_cut_by_image_edge") or []) if liver_found(report) else []
+    at_least = "&ge; " if cut else ""
     rows = [
-        ("Whole liver (parenchyma, vessels and tumors)", f"{liver['whole_volume_ml']:.1f}"),
-        ("Liver parenchyma", f"{liver['parenchyma_volume_ml']:.1f}"),
+        ("Whole liver (parenchyma, vessels and tumors)", f"{at_least}{liver['whole_volume_ml']:.1f}"),
+        ("Liver parenchyma", f"{at_least}{liver['parenchyma_volume_ml']:.1f}"),
         ("Intrahepatic vessels", f"{vessels['volume_ml']:.1f}"),
     ]
-    return table(("Structure", "Volume (mL)"), rows)
+    note = (f'<p class="warnings"><strong>Lower bound.</strong> The liver reaches {escape(cut_sides_text(cut))}: '
+            "it goes on beyond the image, so the liver volumes are lower bounds.</p>") if cut else ""
+    return table(("Structure", "Volume (mL)"), rows) + note
+
+
+def _no_assessment_html() -> str:
+    """Said instead of the tumor numbers when there is no liver: an empty table would read as a negative finding."""
+    return f'<p class="warnings"><strong>{escape(NO_LIVER_ASSESSMENT)}</strong></p>'
+
+
+def _model_reliability_html(sentence: str | None) -> str:
+    """What the model's tumor output can be trusted for, from its manifest (nothing when no model ran)."""
+    return f'<p class="review"><strong>Model on real CT.</strong> {escape(sentence)}</p>' if sentence else ""
 
 
 def _burden_table(tumors: Mapping) -> str:

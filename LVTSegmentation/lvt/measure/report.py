@@ -15,6 +15,7 @@ import numpy as np
 from lvt import __version__
 from lvt.atomic import atomic_path
 from lvt.image import Image
+from lvt.measure.reliability import model_reliability, reliability_problems
 from lvt.measure.volumes_and_lesions import Measurements
 
 
@@ -28,6 +29,7 @@ def build_report(
     dropped: Sequence[Mapping] = (),
     min_volume_ml: float = 0.0,
     warnings: Sequence[str] = (),
+    source: Mapping | None = None,
 ) -> dict:
     """The full report.json content (contracts.md schema); pure, no I/O.
 
@@ -35,11 +37,14 @@ def build_report(
         input_path: the CT (``lvt segment``) or segmentation (``lvt measure``) the user gave.
         ct_or_labels_grid: the grid of that input; only its geometry is read.
         measurements: from :func:`lvt.measure.volumes_and_lesions.measure_labels`.
-        model: a mapping with at least "name" and "version", or None when no model ran.
+        model: a mapping with at least "name" and "version", or None when no model ran; its
+            "metrics" (the manifest's) give "model_reliability" (:func:`model_reliability`).
         inference: device, TTA, window counts, per-stage timings (seconds), or None.
         dropped: tumor components removed by post-processing ("volume_ml", "centroid_lps_mm").
         min_volume_ml: post-processing's smallest kept lesion volume.
-        warnings: messages for the user.
+        warnings: messages for the user; the report's own :func:`reliability_problems` come first.
+        source: what reading the input found (``lvt.io.ReadInfo.to_dict()``: the DICOM series used and the
+            other series in the folder), merged into "input" so a reader knows which series was measured.
 
     Returns:
         A JSON-ready dict of plain Python types.
@@ -50,7 +55,7 @@ def build_report(
     if model is not None and not {"name", "version"} <= set(model):
         raise ValueError(f"model needs 'name' and 'version', got keys {sorted(model)}")
     grid = ct_or_labels_grid
-    return {
+    document = {
         "lvt_version": __version__,
         "model": None if model is None else {"name": str(model["name"]), "version": str(model["version"])},
         "input": {
@@ -59,11 +64,14 @@ def build_report(
             "spacing_mm": list(grid.spacing_mm),
             "origin_lps_mm": list(grid.origin_lps_mm),
             "direction": grid.direction.tolist(),
+            **({} if source is None else {k: _plain(v) for k, v in source.items() if k != "notes"}),
         },
         **measurements.to_dict(dropped=dropped, min_volume_ml=min_volume_ml),
         "inference": None if inference is None else _plain(inference),
-        "warnings": [str(w) for w in warnings],
+        "model_reliability": model_reliability(model),
     }
+    document["warnings"] = [*reliability_problems(document), *(str(w) for w in warnings)]
+    return document
 
 
 def _plain(value: object) -> object:

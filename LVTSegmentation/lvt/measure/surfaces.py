@@ -13,6 +13,7 @@ Files follow Slicer's conventions for coordinate systems: STL headers and OBJ co
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from lvt.atomic import atomic_path
 from lvt.image import Image
 from lvt.labels import TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS
+from lvt.progress import check_cancel
 
 if TYPE_CHECKING:
     from vtkmodules.vtkCommonDataModel import vtkPolyData
@@ -62,12 +64,14 @@ SURFACES: dict[str, SurfaceSettings] = {
 }
 
 
-def extract_surfaces(labels: Image, *, smooth: bool = True) -> dict[str, vtkPolyData]:
+def extract_surfaces(labels: Image, *, smooth: bool = True,
+                     cancel: threading.Event | None = None) -> dict[str, vtkPolyData]:
     """Closed triangle surfaces of the whole liver (1|2|3), the vessels (2) and the tumors (3).
 
     Args:
         labels: exclusive label map on any grid.
         smooth: apply each structure's smoothing and decimation (off: the raw surface-nets mesh).
+        cancel: checked before each structure (:class:`lvt.errors.CancelledError` when set).
 
     Returns:
         ``{"liver": ..., "vessels": ..., "tumors": ...}`` vtkPolyData in LPS mm with outward point
@@ -75,6 +79,7 @@ def extract_surfaces(labels: Image, *, smooth: bool = True) -> dict[str, vtkPoly
     """
     surfaces = {}
     for name, settings in SURFACES.items():
+        check_cancel(cancel)
         mask = np.isin(labels.array, settings.label_values)
         if mask.any():
             surfaces[name] = mask_surface(labels.with_array(mask), settings if smooth else None)

@@ -3,12 +3,14 @@
 The views are sampled on patient-aligned planes, whatever the CT grid (oblique, flipped,
 anisotropic): square pixels in mm, shown in radiological convention as Slicer shows them: axial and
 coronal with the patient's right on the image's left, anterior (axial) or superior (coronal,
-sagittal) up, sagittal with anterior on the left.
+sagittal) up, sagittal with anterior on the left. Each PNG has a black title band above the image, so
+the title never covers the image or its orientation letters.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,19 @@ from scipy import ndimage
 from lvt.atomic import atomic_path
 from lvt.image import AIR_HU, Image
 from lvt.labels import STRUCTURES, whole_liver
+from lvt.progress import check_cancel
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)  # level 40, width 400
 MIN_VIEW_PX, MAX_VIEW_PX = 512, 800
+# A view shows at least this fraction of its long side across: the coronal and sagittal slices of a short
+# scan (20 slices of 5 mm) are widened with background instead of being strips the letters do not fit in.
+MIN_SHORT_SIDE_FRACTION = 0.5
+TITLE_BAND_PX = 24
+TITLE_POINTS = 9.0
 
 
 @dataclass(frozen=True)
@@ -77,17 +86,20 @@ def view_through(grid: Image, plane: ViewPlane, point_lps: np.ndarray) -> Sample
     """The display slice of ``plane`` through ``point_lps`` covering the whole grid, square pixels.
 
     Pixels are as fine as the grid's finest spacing, finer when the image would have fewer than
-    ``MIN_VIEW_PX`` on its long side (readable text and lines), coarser above ``MAX_VIEW_PX``.
+    ``MIN_VIEW_PX`` on its long side (readable text and lines), coarser above ``MAX_VIEW_PX``. The
+    short side covers at least ``MIN_SHORT_SIDE_FRACTION`` of the long one, the grid centred in it.
     """
     corners = grid.extent_corners_lps()
     along_cols, along_rows = corners @ plane.column_lps, corners @ plane.row_lps
     span = np.array([np.ptp(along_rows), np.ptp(along_cols)])
-    pixel_mm = float(np.clip(min(grid.spacing_mm), span.max() / MAX_VIEW_PX, span.max() / MIN_VIEW_PX))
-    rows, cols = (int(n) for n in np.maximum(np.ceil(span / pixel_mm), 1))
+    field = np.maximum(span, MIN_SHORT_SIDE_FRACTION * span.max())
+    pixel_mm = float(np.clip(min(grid.spacing_mm), field.max() / MAX_VIEW_PX, field.max() / MIN_VIEW_PX))
+    rows, cols = (int(n) for n in np.maximum(np.ceil(field / pixel_mm), 1))
+    low_row, low_col = np.array([along_rows.min(), along_cols.min()]) - (field - span) / 2.0
     depth = float(np.dot(point_lps, plane.normal_lps))
     origin = (
-        along_cols.min() * np.asarray(plane.column_lps)
-        + along_rows.min() * np.asarray(plane.row_lps)
+        low_col * np.asarray(plane.column_lps)
+        + low_row * np.asarray(plane.row_lps)
         + depth * plane.normal_lps
         + 0.5 * pixel_mm * (np.asarray(plane.column_lps) + np.asarray(plane.row_lps))
     )
@@ -133,9 +145,27 @@ def render_view_png(
 ) -> Path:
     """Write one overlay view as PNG: CT in a soft-tissue window, translucent labels, calipers.
 
-    One PNG pixel is one display pixel (square, ``SampledView.pixel_mm`` wide), so the image has the
-    patient's true proportions.
+    Below a ``TITLE_BAND_PX`` title band, one PNG pixel is one display pixel (square,
+    ``SampledView.pixel_mm`` wide), so the image has the patient's true proportions.
     """
+    figure = view_figure(ct, labels, plane, point_lps, title=title, calipers=calipers)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi, facecolor=figure.get_facecolor())
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    return path
+
+
+def view_figure(
+    ct: Image | None,
+    labels: Image,
+    plane: ViewPlane,
+    point_lps: np.ndarray,
+    *,
+    title: str,
+    calipers: Sequence[Caliper] = (),
+) -> Figure:
+    """The drawn figure of :func:`render_view_png` (its image axes are the figure's only axes)."""
     view = view_through(ct if ct is not None else labels, plane, np.asarray(point_lps, dtype=float))
     gray = (
         sample_view(ct, view, order=1, outside=AIR_HU)
@@ -153,23 +183,21 @@ def render_view_png(
                          linewidths=0.8)
     for caliper in calipers:
         _draw_caliper(axes, view, caliper)
-    _draw_annotations(axes, view, title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-    return path
+    _draw_letters(axes, view)
+    _draw_title(figure, title)
+    return figure
 
 
 def _pixel_exact_figure(shape: tuple[int, int]) -> tuple:
-    """An Agg figure whose single axes fill it, sized so one image pixel is one PNG pixel."""
+    """An Agg figure: a black title band over axes sized so one image pixel is one PNG pixel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     dpi = 100
-    figure = Figure(figsize=(shape[1] / dpi, shape[0] / dpi), dpi=dpi)
+    rows, cols = shape
+    figure = Figure(figsize=(cols / dpi, (rows + TITLE_BAND_PX) / dpi), dpi=dpi, facecolor="black")
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes = figure.add_axes((0.0, 0.0, 1.0, rows / (rows + TITLE_BAND_PX)))
     axes.set_axis_off()
     axes.set_xlim(-0.5, shape[1] - 0.5)
     axes.set_ylim(shape[0] - 0.5, -0.5)
@@ -186,8 +214,8 @@ def _draw_caliper(axes: Axes, view: SampledView, caliper: Caliper) -> None:
                       color="#ffd400", fontsize=9, fontweight="bold")
 
 
-def _draw_annotations(axes: Axes, view: SampledView, title: str) -> None:
-    """Orientation letters on the four edges and a title, so nobody has to guess the convention."""
+def _draw_letters(axes: Axes, view: SampledView) -> None:
+    """Orientation letters on the four edges, so nobody has to guess the convention."""
     rows, cols = view.shape
     left, right, top, bottom = view.plane.edge_letters
     text = {"color": "white", "fontsize": 11, "fontweight": "bold"}
@@ -195,7 +223,17 @@ def _draw_annotations(axes: Axes, view: SampledView, title: str) -> None:
     axes.text(cols - 5, rows / 2, right, ha="right", va="center", **text)
     axes.text(cols / 2, 4, top, ha="center", va="top", **text)
     axes.text(cols / 2, rows - 5, bottom, ha="center", va="bottom", **text)
-    axes.text(6, rows - 6, title, ha="left", va="bottom", color="white", fontsize=9)
+
+
+def _draw_title(figure: Figure, title: str) -> None:
+    """The title in the band above the image, made smaller when it would not fit the image's width."""
+    width_px, height_px = figure.bbox.width, figure.bbox.height
+    margin_px = 6.0
+    text = figure.text(margin_px / width_px, 1.0 - TITLE_BAND_PX / 2.0 / height_px, title, ha="left", va="center",
+                       color="white", fontsize=TITLE_POINTS)
+    drawn_px = text.get_window_extent(figure.canvas.get_renderer()).width
+    if drawn_px > width_px - 2 * margin_px:
+        text.set_fontsize(TITLE_POINTS * (width_px - 2 * margin_px) / drawn_px)
 
 
 @dataclass(frozen=True)
@@ -206,12 +244,17 @@ class ReportImage:
     caption: str
 
 
-def report_views(report: Mapping, ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
-    """The report's 2D views, written into ``views``: through the largest lesion, then through the liver."""
-    return _lesion_views(report, ct, labels, views) + _liver_views(ct, labels, views)
+def report_views(report: Mapping, ct: Image | None, labels: Image, views: Path,
+                 cancel: threading.Event | None = None) -> list[ReportImage]:
+    """The report's 2D views, written into ``views``: through the largest lesion, then through the liver.
+
+    Each view is a cancel point (:class:`lvt.errors.CancelledError` when ``cancel`` is set).
+    """
+    return _lesion_views(report, ct, labels, views, cancel) + _liver_views(ct, labels, views, cancel)
 
 
-def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
+def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path,
+                  cancel: threading.Event | None) -> list[ReportImage]:
     """Axial, coronal, sagittal through the middle of the largest lesion's long axis."""
     if not report["lesions"]:
         return []
@@ -223,6 +266,7 @@ def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path)
     ]
     figures = []
     for plane in VIEW_PLANES:
+        check_cancel(cancel)
         title = f"{plane.name.capitalize()}, through lesion 1 (largest)"
         path = render_view_png(ct, labels, plane, ends.mean(axis=0), views / f"lesion1_{plane.name}.png",
                                title=title, calipers=calipers if plane is AXIAL else ())
@@ -231,14 +275,16 @@ def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path)
     return figures
 
 
-def _liver_views(ct: Image | None, labels: Image, views: Path) -> list[ReportImage]:
-    """Axial, coronal, sagittal through the liver's centre of mass (the grid centre if there is no liver)."""
+def _liver_views(ct: Image | None, labels: Image, views: Path, cancel: threading.Event | None) -> list[ReportImage]:
+    """Axial, coronal, sagittal through the liver's centre of mass (the image centre if there is no liver)."""
     liver = whole_liver(labels.array)
     centre_kji = np.argwhere(liver).mean(axis=0) if liver.any() else (np.array(liver.shape) - 1) / 2.0
     centre = labels.ijk_to_lps(centre_kji[::-1])[0]
+    where = "the liver centre" if liver.any() else "the image centre (no liver found)"
     figures = []
     for plane in VIEW_PLANES:
-        title = f"{plane.name.capitalize()}, through the liver centre"
+        check_cancel(cancel)
+        title = f"{plane.name.capitalize()}, through {where}"
         path = render_view_png(ct, labels, plane, centre, views / f"liver_{plane.name}.png", title=title)
         figures.append(ReportImage(path, title))
     return figures

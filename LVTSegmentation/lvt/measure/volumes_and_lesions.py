@@ -3,7 +3,9 @@
 Conventions, fixed here because every number in report.json depends on them:
 
 - Volumes are voxel counts times the voxel volume (mL); the whole liver is labels 1|2|3
-  (:data:`lvt.labels.WHOLE_LIVER_LABELS`).
+  (:data:`lvt.labels.WHOLE_LIVER_LABELS`). When the liver touches a face of the image grid, the
+  face's patient side is listed ("liver_cut_by_image_edge"): the liver goes on beyond the image
+  there, and its volume is a lower bound.
 - A lesion is one connected component of the tumor label under **26-connectivity** (voxels touching
   by a face, an edge or a corner belong together), so a lesion drawn slice by slice with diagonal
   steps is not split. Lesions are numbered 1..N by decreasing volume.
@@ -34,10 +36,21 @@ from scipy.spatial.distance import pdist, squareform
 
 from lvt.errors import InputError
 from lvt.image import Image
-from lvt.labels import LIVER_LABEL, NUM_CLASSES, TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS, label_components
+from lvt.labels import (
+    LIVER_LABEL,
+    NUM_CLASSES,
+    TUMOR_LABEL,
+    VESSEL_LABEL,
+    WHOLE_LIVER_LABELS,
+    label_components,
+    whole_liver,
+)
 
 Point3 = tuple[float, float, float]
 _TIE_MM = 1e-6
+# The patient sides at the low and high end of LPS x, y, z, and the order in which sides are listed.
+_SIDES_LPS = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
+SIDE_ORDER = ("superior", "inferior", "right", "left", "anterior", "posterior")
 
 
 def point3(p: np.ndarray) -> Point3:
@@ -92,6 +105,7 @@ class Measurements:
     vessel_volume_ml: float
     tumor_volume_ml: float
     lesions: tuple[Lesion, ...]
+    liver_cut_sides: tuple[str, ...] = ()  # patient sides where the liver touches the image's edge
 
     @property
     def tumor_count(self) -> int:
@@ -103,7 +117,7 @@ class Measurements:
         return self.tumor_volume_ml / self.whole_liver_volume_ml if self.whole_liver_volume_ml > 0 else 0.0
 
     def to_dict(self, dropped: Sequence[Mapping] = (), min_volume_ml: float = 0.0) -> dict:
-        """The "liver", "vessels", "tumors" and "lesions" parts of report.json.
+        """The "liver", "liver_cut_by_image_edge", "vessels", "tumors" and "lesions" parts of report.json.
 
         Args:
             dropped: components removed before measuring (post-processing knows them, this module
@@ -115,6 +129,7 @@ class Measurements:
                 "whole_volume_ml": self.whole_liver_volume_ml,
                 "parenchyma_volume_ml": self.parenchyma_volume_ml,
             },
+            "liver_cut_by_image_edge": list(self.liver_cut_sides),
             "vessels": {"volume_ml": self.vessel_volume_ml},
             "tumors": {
                 "count": self.tumor_count,
@@ -153,7 +168,29 @@ def measure_labels(labels: Image) -> Measurements:
         vessel_volume_ml=float(counts[VESSEL_LABEL] * voxel_ml),
         tumor_volume_ml=float(counts[TUMOR_LABEL] * voxel_ml),
         lesions=lesions,
+        liver_cut_sides=edge_sides(labels, whole_liver(array)),
     )
+
+
+def edge_sides(grid: Image, mask_kji: np.ndarray) -> tuple[str, ...]:
+    """The patient sides (e.g. "inferior") of the grid faces a mask touches, in :data:`SIDE_ORDER`.
+
+    A structure that touches a face was cut by the scan range (first or last slice) or by the
+    field of view: it goes on beyond the image on that side. A face is named by the patient
+    direction its index axis mostly points to, so oblique and flipped grids name it right.
+    """
+    if not mask_kji.any():
+        return ()
+    sides = set()
+    for axis in range(3):
+        column = grid.direction[:, axis]
+        patient = int(np.argmax(np.abs(column)))
+        low, high = _SIDES_LPS[patient] if column[patient] > 0 else _SIDES_LPS[patient][::-1]
+        if np.take(mask_kji, 0, axis=2 - axis).any():
+            sides.add(low)
+        if np.take(mask_kji, -1, axis=2 - axis).any():
+            sides.add(high)
+    return tuple(side for side in SIDE_ORDER if side in sides)
 
 
 def _checked_label_array(labels: Image) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Model files: ``safetensors`` weights plus a JSON manifest that holds everything inference needs.
 
 The manifest names the weights file and its sha256, the classes, spacing, patch size, HU window,
-architecture and training provenance. Loading verifies the hash and the architecture; nothing is
+architecture (its head: sigmoid or softmax), the target kind the network learned (ml, mlx or mc: how
+its outputs decode) and training provenance. Loading verifies the hash and the architecture; nothing is
 ever unpickled, so a model file from a stranger cannot run code.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from lvt.atomic import atomic_path, write_text_atomically
 from lvt.errors import ModelFileError
 from lvt.labels import CLASS_KEYS
 from lvt.segment.network import UNet, build_network
-from lvt.segment.network_config import NetworkConfig
+from lvt.segment.network_config import HEAD_OF_TARGET, NetworkConfig, TargetKind
 from lvt.segment.window import Window
 
 MANIFEST_FORMAT = "lvt-model"
@@ -39,6 +41,7 @@ class ModelManifest:
     window: Window
     network: NetworkConfig
     classes: tuple[str, ...] = CLASS_KEYS
+    target: TargetKind = "ml"  # how the outputs decode (lvt.segment.postprocess.decode_masks); older files are ML
     tta_flip_axes: tuple[int, ...] = (0, 1, 2)
     weights_file: str = ""
     weights_sha256: str = ""
@@ -48,6 +51,9 @@ class ModelManifest:
     def __post_init__(self) -> None:
         if tuple(self.classes) != CLASS_KEYS:
             raise ModelFileError(f"model classes {self.classes} are not the LVT classes {CLASS_KEYS}")
+        if HEAD_OF_TARGET.get(self.target) != self.network.head:
+            raise ModelFileError(f"target {self.target!r} does not fit a {self.network.head} head "
+                                 f"(ml and mlx are sigmoid, mc is softmax)")
         if any(p % self.network.divisor for p in self.patch_size_zyx):
             raise ModelFileError(
                 f"patch size {self.patch_size_zyx} must be a multiple of {self.network.divisor} for this network"
@@ -82,6 +88,7 @@ class ModelManifest:
                 window=Window.from_dict(data["window"]),
                 network=NetworkConfig.from_dict(data["network"]),
                 classes=tuple(data.get("classes", CLASS_KEYS)),
+                target=str(data.get("target", "ml")),
                 tta_flip_axes=tuple(int(a) for a in data.get("tta_flip_axes", (0, 1, 2))),
                 weights_file=str(data["weights_file"]),
                 weights_sha256=str(data["weights_sha256"]),
@@ -121,11 +128,24 @@ def save_model(network: torch.nn.Module, manifest: ModelManifest, manifest_path:
     return written
 
 
+PICKLE_NOTE = "this is a PyTorch pickle; LVT loads only safetensors + manifest (a .json written with the weights)"
+SHOWN_MISMATCHES = 5
+
+
 def read_manifest(path: Path | str) -> tuple[ModelManifest, Path]:
-    """Read a manifest (or find it beside a ``.safetensors`` file); return it and its path."""
+    """Read a manifest (or find it beside a ``.safetensors`` file); return it and its path.
+
+    A pickle (``.pt``, ``.pth``, ``.ckpt``) is recognised by its first bytes and refused unopened.
+    """
     path = Path(path)
+    if path.is_file() and is_pickle(path):
+        raise ModelFileError(f"{path}: {PICKLE_NOTE}")
     if path.suffix == ".safetensors":
-        path = path.with_suffix(".json")
+        manifest_path = path.with_suffix(".json")
+        if not manifest_path.is_file():
+            raise ModelFileError(f"{path}: no model manifest beside these weights (looked for {manifest_path}); "
+                                 "give the manifest .json that was written with them")
+        path = manifest_path
     if not path.is_file():
         raise ModelFileError(f"{path}: model manifest not found")
     try:
@@ -134,15 +154,30 @@ def read_manifest(path: Path | str) -> tuple[ModelManifest, Path]:
         raise ModelFileError(f"{path}: manifest is not valid JSON ({error})") from error
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: manifest must be a JSON object")
-    return ModelManifest.from_dict(data, source=path), path
+    try:
+        return ModelManifest.from_dict(data, source=path), path
+    except ModelFileError as error:  # the checks of the manifest itself do not know its file
+        raise ModelFileError(str(error) if str(path) in str(error) else f"{path}: {error}") from error
+
+
+def is_pickle(path: Path) -> bool:
+    """Whether a file starts like a PyTorch checkpoint: a zip archive or a pickle (protocol 2 to 5).
+
+    A safetensors file may start with the same byte as a pickle (its header length), but its 9th
+    byte opens the JSON header.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+                                        and head[8:9] != b"{")
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UNet, ModelManifest]:
     """Load a model for inference: verify the hash and the architecture, never unpickle.
 
     Raises:
-        ModelFileError: missing or corrupt files, hash mismatch, or weights that do not fit the
-            manifest's architecture.
+        ModelFileError: missing or corrupt files, a pickle, hash mismatch, or weights that do not fit
+            the manifest's architecture (one line per differing tensor).
     """
     manifest, manifest_path = read_manifest(path)
     weights_path = manifest_path.parent / manifest.weights_file
@@ -157,13 +192,26 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UN
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as error:
-        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({error})") from error
+        reason = PICKLE_NOTE if is_pickle(weights_path) else str(error)
+        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({reason})") from error
     network = build_network(manifest.network)
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ModelFileError(f"{weights_path}: weights do not match the manifest's architecture: {error}") from error
+    mismatches = state_mismatches(network.state_dict(), state)
+    if mismatches:
+        shown = mismatches[:SHOWN_MISMATCHES]
+        more = [f"... and {len(mismatches) - len(shown)} more"] if len(mismatches) > len(shown) else []
+        raise ModelFileError(f"{weights_path}: weights do not match the manifest's architecture "
+                             f"({manifest_path.name}):\n  " + "\n  ".join(shown + more))
+    network.load_state_dict(state, strict=True)
     return network.to(device).eval(), manifest
+
+
+def state_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """One line per tensor that the network and the weights disagree on (missing, extra, other shape)."""
+    lines = [f"{name}: shape {tuple(found[name].shape)} in the weights, {tuple(tensor.shape)} in the network"
+             for name, tensor in expected.items() if name in found and found[name].shape != tensor.shape]
+    lines += [f"{name}: missing from the weights" for name in expected if name not in found]
+    lines += [f"{name}: in the weights but not in the network" for name in found if name not in expected]
+    return lines
 
 
 def bundled_model_path() -> Path:

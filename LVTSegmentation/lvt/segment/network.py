@@ -129,7 +129,8 @@ def probabilities_from_logits(logits: torch.Tensor, head: HeadName) -> torch.Ten
     """Per-class foreground probabilities (B, 3, ...) from logits of either head.
 
     Sigmoid: independent probabilities. Softmax: the three foreground channels of the softmax
-    (background dropped), so the same 0.5 threshold and priority rule apply.
+    (background dropped: it is 1 minus their sum), decoded by argmax, not by 0.5
+    (:func:`lvt.segment.postprocess.decode_masks`).
     """
     if head == "sigmoid":
         return torch.sigmoid(logits)

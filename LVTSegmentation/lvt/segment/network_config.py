@@ -12,6 +12,9 @@ from lvt.labels import NUM_CLASSES
 
 NormName = Literal["instance", "batch"]
 HeadName = Literal["sigmoid", "softmax"]
+# What the network was trained to output (METHOD.md, Losses): multi-hot ML, exclusive MLx (both sigmoid), MC (softmax).
+TargetKind = Literal["ml", "mlx", "mc"]
+HEAD_OF_TARGET: dict[str, HeadName] = {"ml": "sigmoid", "mlx": "sigmoid", "mc": "softmax"}
 
 
 @dataclass(frozen=True)

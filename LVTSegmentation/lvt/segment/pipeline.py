@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +23,12 @@ from lvt.errors import InputError
 from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
 from lvt.image import AIR_HU, Image
 from lvt.labels import LIVER, PROBABILITY_THRESHOLD, TUMOR, whole_liver
-from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
 from lvt.segment.postprocess import PostprocessConfig, largest_component, postprocess
 
 if TYPE_CHECKING:
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+
     from lvt.measure.volumes_and_lesions import Lesion
     from lvt.segment.predict import Predictor, WindowStats
 
@@ -69,13 +71,13 @@ def segment_image(
     check_cancel(cancel)
     with _timed(timings, "postprocess"):
         report(progress, "postprocess", 0, 1, "labels on the input grid")
-        labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig())
+        labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig(), cancel)
         report(progress, "postprocess", 1, 1, "done")
     return SegmentationResult(ct.with_array(labels), dropped, stats, timings)
 
 
-def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarray,
-                          config: PostprocessConfig) -> tuple[np.ndarray, list[dict]]:
+def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarray, config: PostprocessConfig,
+                          cancel: threading.Event | None = None) -> tuple[np.ndarray, list[dict]]:
     """Resample probabilities back only around the liver, threshold and clean up there."""
     labels = np.zeros(ct.array.shape, dtype=np.uint8)
     region = largest_component((probabilities[LIVER] > PROBABILITY_THRESHOLD)
@@ -85,6 +87,7 @@ def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarr
         return labels, []
     ct_region = crop(ct, box)
     local = resample_channels_like(probabilities, model_image, ct_region)
+    check_cancel(cancel)
     result = postprocess(local, ct_region, config)
     labels[box] = result.labels
     return labels, result.dropped_tumors
@@ -92,11 +95,20 @@ def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarr
 
 @contextlib.contextmanager
 def atomic_output_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling folder that replaces ``out_dir`` only when the block succeeds."""
+    """A temporary sibling folder that replaces ``out_dir`` only when the block succeeds.
+
+    The output path is locked meanwhile, so a second run given the same folder is refused at once
+    rather than replacing the first one's result; an output folder that appears during the run is
+    replaced only with ``overwrite``.
+
+    Raises:
+        InputError: the folder exists (without ``overwrite``), cannot be created, or another run is
+            writing it.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InputError(out_dir, "output folder already exists (use --overwrite to replace it)")
-    with atomic_folder(out_dir) as staging:
+    with atomic_folder(out_dir, replace=overwrite, lock=True) as staging:
         yield staging
 
 
@@ -110,6 +122,7 @@ class SegmentOptions:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     series_uid: str | None = None
     allow_non_ct: bool = False
+    fill_nonfinite: bool = False
     overwrite: bool = False
     write_surfaces: bool = True
 
@@ -121,6 +134,7 @@ class SegmentOptions:
             model_path=get("model"), device=get("device", "auto"), use_tta=bool(get("tta", False)),
             postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05)),
             series_uid=get("series"), allow_non_ct=bool(get("force", False)), overwrite=bool(get("overwrite", False)),
+            fill_nonfinite=bool(get("fill_nonfinite", False)),
             write_surfaces=not get("no_surfaces", False),
         )
 
@@ -157,44 +171,65 @@ class ResectionRegion:
 def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
                   inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
                   warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
-                  resection: ResectionRegion | None = None) -> dict:
+                  resection: ResectionRegion | None = None, source: Mapping | None = None) -> dict:
     """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
 
-    With a ``resection`` region, report.json's "planning" section gains "remnant" (see
-    :func:`lvt.measure.planning.liver_remnant`).
+    Every file and every measurement is a cancel point. With a ``resection`` region, report.json's
+    "planning" section gains "remnant" (see :func:`lvt.measure.planning.liver_remnant`). ``source``
+    (what reading found: the DICOM series used and the others present) goes into report.json's "input".
     """
     from lvt.io import write_image, write_segmentation
-    from lvt.measure.html import write_html_report
-    from lvt.measure.planning import planning_summary
-    from lvt.measure.report import build_report, write_report_json
+    from lvt.measure.report import build_report
     from lvt.measure.volumes_and_lesions import measure_labels
 
-    report(progress, "measure", 0, 1, "volumes and diameters")
+    checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
     write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
+    check_cancel(cancel)
     write_segmentation(labels, folder / "segmentation.seg.nrrd")
+    check_cancel(cancel)
     measurements = measure_labels(labels)
-    report(progress, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
-    check_cancel(cancel)
-    surfaces = None
-    if write_surfaces:
-        from lvt.measure.surfaces import extract_surfaces
-        from lvt.measure.surfaces import write_surfaces as write_surface_files
-
-        report(progress, "surfaces", 0, 1, "3D surfaces")
-        surfaces = extract_surfaces(labels)
-        write_surface_files(surfaces, folder / "surfaces")
-        report(progress, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
-    check_cancel(cancel)
-    report(progress, "report", 0, 1, "report")
+    checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
+    surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
+    checkpoint(progress, cancel, "report", 0, 1, "report")
     document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
-                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings)
-    document["planning"] = planning_summary(labels, measurements.lesions)
-    if resection is not None:
-        _add_remnant(document, labels, resection, measurements.lesions)
-    write_html_report(document, ct, labels, surfaces, folder)  # may add a warning: write the JSON after it
-    write_report_json(document, folder / "report.json")
+                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
+                            source=source)
+    _write_report(document, folder, labels, ct, surfaces, measurements.lesions, resection, cancel)
     report(progress, "report", 1, 1, "done")
     return document
+
+
+def _surfaces(folder: Path, labels: Image, progress: ProgressCallback | None,
+              cancel: threading.Event | None) -> dict[str, vtkPolyData]:
+    """Extract and write the 3D surfaces (one structure at a time, each a cancel point)."""
+    from lvt.measure.surfaces import extract_surfaces
+    from lvt.measure.surfaces import write_surfaces as write_surface_files
+
+    checkpoint(progress, cancel, "surfaces", 0, 1, "3D surfaces")
+    surfaces = extract_surfaces(labels, cancel=cancel)
+    check_cancel(cancel)
+    write_surface_files(surfaces, folder / "surfaces")
+    checkpoint(progress, cancel, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
+    return surfaces
+
+
+def _write_report(document: dict, folder: Path, labels: Image, ct: Image | None,
+                  surfaces: dict[str, vtkPolyData] | None, lesions: Sequence[Lesion],
+                  resection: ResectionRegion | None, cancel: threading.Event | None) -> None:
+    """Planning numbers, report.html with its views (each view a cancel point), then report.json."""
+    from lvt.measure.html import write_html_report
+    from lvt.measure.planning import planning_summary
+    from lvt.measure.report import write_report_json
+
+    check_cancel(cancel)
+    document["planning"] = planning_summary(labels, lesions)
+    if resection is not None:
+        check_cancel(cancel)
+        _add_remnant(document, labels, resection, lesions)
+    check_cancel(cancel)
+    write_html_report(document, ct, labels, surfaces, folder, cancel=cancel)  # may add a warning: JSON after it
+    check_cancel(cancel)
+    write_report_json(document, folder / "report.json")
 
 
 def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
@@ -215,34 +250,43 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
     Returns:
         The report (as written to report.json).
     """
-    from lvt.io import read_image
+    from lvt.io import read_image_with_info
 
     with atomic_output_folder(out_dir, options.overwrite) as staging:
-        report(progress, "read", 0, 1, f"reading {input_path}")
+        checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
         started = time.perf_counter()
-        ct = read_image(input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct)
+        ct, read_info = read_image_with_info(input_path, series_uid=options.series_uid,
+                                             allow_non_ct=options.allow_non_ct,
+                                             fill_nonfinite=options.fill_nonfinite)
         read_seconds = time.perf_counter() - started
+        check_cancel(cancel)
         predictor, notes = load_predictor(options, progress)
-        report(progress, "read", 1, 1, f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
+        checkpoint(progress, cancel, "read", 1, 1,
+                   f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
         result = segment_image(ct, predictor, options.postprocess, progress, cancel)
         result.timings_s["read"] = round(read_seconds, 3)
         inference = inference_summary(options, result, notes)
+        warnings = collect_warnings(options, notes, result, read_info.notes)
         return write_outputs(staging, result.labels, ct, input_path=input_path, model=model_summary(predictor),
                              inference=inference, dropped=result.dropped_tumors,
                              min_volume_ml=options.postprocess.min_tumor_volume_ml,
-                             write_surfaces=options.write_surfaces, warnings=collect_warnings(options, notes, result),
-                             progress=progress, cancel=cancel)
+                             write_surfaces=options.write_surfaces, warnings=warnings,
+                             progress=progress, cancel=cancel, source=read_info.to_dict())
 
 
-def collect_warnings(options: SegmentOptions, notes: list[str], result: SegmentationResult) -> list[str]:
-    """Device notes are warnings only when the user asked for a device and did not get it."""
-    return (notes if options.device != "auto" else []) + result.window_stats.notes
+def collect_warnings(options: SegmentOptions, notes: list[str], result: SegmentationResult,
+                     read_notes: Sequence[str] = ()) -> list[str]:
+    """The report's warnings: what reading had to do to give the right image, the device, the sliding window.
+
+    Device notes are warnings only when the user asked for a device and did not get it.
+    """
+    return [*read_notes, *(notes if options.device != "auto" else []), *result.window_stats.notes]
 
 
 def model_summary(predictor: Predictor) -> dict:
     manifest = predictor.manifest
     return {"name": manifest.name, "version": manifest.version, "spacing_mm": list(manifest.spacing_mm),
-            "weights_sha256": manifest.weights_sha256}
+            "weights_sha256": manifest.weights_sha256, "metrics": manifest.metrics}
 
 
 def inference_summary(options: SegmentOptions, result: SegmentationResult, notes: list[str]) -> dict:
@@ -252,19 +296,16 @@ def inference_summary(options: SegmentOptions, result: SegmentationResult, notes
             "timings_s": result.timings_s, "notes": notes + stats.notes}
 
 
-def parse_value_map(text: str | None) -> dict[int, int] | None:
-    """'1=1,2=3' -> {1: 1, 2: 3}; None stays None (identity 0..3)."""
-    if not text:
-        return None
-    try:
-        pairs = (item.split("=") for item in text.split(","))
-        return {int(source): int(target) for source, target in pairs}
-    except ValueError as error:
-        raise InputError(None, f"--value-map must look like '1=1,2=3', got {text!r}") from error
+@dataclass(frozen=True)
+class ValueMap:
+    """How a label map's values become LVT labels: ``values`` (None: identity on 0..3), others background or refused."""
+
+    values: dict[int, int] | None
+    others_background: bool = False
 
 
 def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
-                 value_map: dict[int, int] | None = None, overwrite: bool = False, write_surfaces: bool = True,
+                 value_map: ValueMap | None = None, overwrite: bool = False, write_surfaces: bool = True,
                  progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
                  resection_path: Path | None = None, resection_segment: str | None = None) -> dict:
     """``lvt measure``: measurements, surfaces and report from an existing (edited) segmentation.
@@ -273,6 +314,7 @@ def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
     grid (nearest neighbour, exact for a crop); without, it is measured on its own grid.
 
     Args:
+        value_map: how a label map's values become LVT labels (default: identity on 0..3).
         resection_path: a resection region (label map, nonzero inside, or ``.seg.nrrd``) for the
             liver remnant; with only ``resection_segment``, that segment of ``seg_path`` itself.
         resection_segment: the segment's name in a ``.seg.nrrd`` (any case).
@@ -282,14 +324,16 @@ def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
             or the resection region is unusable (see :func:`read_resection_region`).
     """
     from lvt.grid import resample_like
-    from lvt.io import read_image, read_segmentation
+    from lvt.io import read_image_with_info, read_segmentation
 
     with atomic_output_folder(out_dir, overwrite) as staging:
-        report(progress, "read", 0, 1, f"reading {seg_path}")
-        labels = read_segmentation(seg_path, value_map)
-        ct = None
+        checkpoint(progress, cancel, "read", 0, 1, f"reading {seg_path}")
+        value_map = value_map or ValueMap(None)
+        labels = read_segmentation(seg_path, value_map.values, others_background=value_map.others_background)
+        ct, notes = None, ()
         if ct_path is not None:
-            ct = read_image(ct_path)
+            ct, read_info = read_image_with_info(ct_path)
+            notes = read_info.notes
             _check_on_ct_grid(labels, ct, seg_path, ct_path)
             labels = resample_like(labels, ct, interpolation="nearest")
         resection = None
@@ -297,10 +341,10 @@ def measure_file(seg_path: Path, out_dir: Path, *, ct_path: Path | None = None,
             if not whole_liver(labels.array).any():
                 raise InputError(seg_path, "has no liver, so there is no liver remnant to compute")
             resection = read_resection_region(resection_path or seg_path, resection_segment, labels)
-        report(progress, "read", 1, 1, "done")
+        checkpoint(progress, cancel, "read", 1, 1, "done")
         return write_outputs(staging, labels, ct, input_path=seg_path, model=None, inference=None, dropped=[],
-                             min_volume_ml=0.0, write_surfaces=write_surfaces, warnings=[], progress=progress,
-                             cancel=cancel, resection=resection)
+                             min_volume_ml=0.0, write_surfaces=write_surfaces, warnings=list(notes),
+                             progress=progress, cancel=cancel, resection=resection)
 
 
 def _check_on_ct_grid(labels: Image, ct: Image, seg_path: Path, ct_path: Path) -> None:

@@ -1,8 +1,10 @@
 """From class probabilities to clean exclusive labels.
 
-Threshold 0.5, exclusive labels by priority tumor > vessel > liver, the largest connected liver
-component with its holes filled, vessels and tumors kept only inside or touching the liver, and
-tumors below a volume floor dropped (and reported) as too small to trust.
+Decoding as the model was trained (the manifest's target kind): sigmoid 0.5 per class for ML and
+MLx, argmax over background and the three classes for MC. Then exclusive labels by priority
+tumor > vessel > liver, the largest connected liver component with its holes filled, vessels and
+tumors kept only inside or touching the liver, and tumors below a volume floor dropped (and
+reported) as too small to trust.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lvt.labels import (
     exclusive_labels,
     label_components,
 )
+from lvt.segment.network_config import TargetKind
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,41 @@ def _keep_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.isin(components, touching[touching > 0])
 
 
-def clean_masks(probabilities: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """Thresholded, anatomically consistent (3, Z, Y, X) bool masks (liver = whole liver)."""
-    masks = probabilities > PROBABILITY_THRESHOLD
-    liver_core = masks[LIVER] | masks[TUMOR]
+def decode_masks(probabilities: np.ndarray, target: TargetKind = "ml") -> np.ndarray:
+    """(3, Z, Y, X) bool masks from (3, Z, Y, X) foreground probabilities, as the model was trained.
+
+    ML and MLx (sigmoid heads): each class above 0.5, overlaps allowed. MC (softmax head): the argmax
+    over background and the three classes, background being 1 minus their sum (the predictor drops
+    it); a fixed 0.5 would call (background 0.2, liver 0.45, tumor 0.35) background. A tie goes to
+    background, ties between classes to the priority of :func:`lvt.labels.exclusive_labels`.
+    """
+    if target != "mc":
+        return probabilities > PROBABILITY_THRESHOLD
+    best = probabilities.max(axis=0)
+    return (probabilities == best) & (best > 1.0 - probabilities.sum(axis=0))
+
+
+def whole_liver_mask(masks: np.ndarray, target: TargetKind = "ml") -> np.ndarray:
+    """The whole liver of decoded masks, before clean-up.
+
+    ML's liver channel learned the whole liver (vessels inside it included), so a vessel outside it
+    (the vena cava below the liver) is not liver: liver | tumor. MLx and MC learned exclusive
+    labels, which split the liver into parenchyma, vessels and tumors: their union.
+    """
+    if target == "ml":
+        return masks[LIVER] | masks[TUMOR]
+    return masks.any(axis=0)
+
+
+def liver_region(probabilities: np.ndarray, target: TargetKind = "ml") -> np.ndarray:
+    """The largest piece of the decoded whole liver: where the clean-up needs to look (empty when none)."""
+    return largest_component(whole_liver_mask(decode_masks(probabilities, target), target))
+
+
+def clean_masks(probabilities: np.ndarray, config: PostprocessConfig, target: TargetKind = "ml") -> np.ndarray:
+    """Decoded, anatomically consistent (3, Z, Y, X) bool masks (liver = whole liver)."""
+    masks = decode_masks(probabilities, target)
+    liver_core = whole_liver_mask(masks, target)
     if config.keep_largest_liver_component and liver_core.any():
         liver_core = largest_component(liver_core)
     if config.fill_liver_holes:
@@ -101,13 +135,17 @@ def drop_small_tumors(labels: np.ndarray, grid: Image, min_volume_ml: float) -> 
     return dropped
 
 
-def postprocess(probabilities: np.ndarray, grid: Image, config: PostprocessConfig | None = None) -> PostprocessResult:
+def postprocess(probabilities: np.ndarray, grid: Image, config: PostprocessConfig | None = None,
+                target: TargetKind = "ml") -> PostprocessResult:
     """Exclusive labels on ``grid`` from (3, Z, Y, X) probabilities on the same grid.
+
+    Args:
+        target: the model manifest's target kind (how the probabilities decode).
 
     Returns:
         Labels 0 background, 1 liver parenchyma, 2 vessel, 3 tumor, and the dropped tumors.
     """
     config = config or PostprocessConfig()
-    labels = exclusive_labels(clean_masks(probabilities, config))
+    labels = exclusive_labels(clean_masks(probabilities, config, target))
     dropped = drop_small_tumors(labels, grid, config.min_tumor_volume_ml)
     return PostprocessResult(labels, dropped)

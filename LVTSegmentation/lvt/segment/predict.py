@@ -243,7 +243,9 @@ class Predictor:
 
         Returns:
             (3, Z, Y, X) float32 probabilities (liver, vessel, tumor) and the window statistics. Voxels
-            that no computed window reached (air) have probability 0.
+            that no computed window reached (air) have probability 0. They decode by the manifest's
+            target kind (:func:`lvt.segment.postprocess.decode_masks`): a softmax head's background
+            is 1 minus their sum.
         """
         hu = np.asarray(hu, dtype=np.float32)
         try:

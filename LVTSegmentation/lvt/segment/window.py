@@ -1,9 +1,20 @@
 """HU windowing: the model's fixed input window and the paper's random-windowing augmentation.
 
-Random windowing (Østmo et al. 2026): with total probability ``p`` the window level and width are
-shifted/scaled independently. The paper prints W ~ U(11.5, 152.9) and L ~ U(141.2, 325.9) HU;
-read literally the level would sit above enhanced liver, so we implement the plausible reading:
-level in [11.5, 152.9] HU and width in [141.2, 325.9] HU. Both ranges are configurable.
+Random windowing, as the LVT paper (Østmo et al., NLDL 2026) uses it from the same group's
+"Random Window Augmentations for Deep Learning Robustness in CT and Liver Tumor Segmentation"
+(Østmo et al. 2025, arXiv 2510.08116), whose public implementation is ``RandomWindower`` in
+github.com/agnalt/random-windowing, ``transforms.py``: start from a base window, replace its level
+by a uniform draw ("shift") and, independently, its width by a uniform draw ("scale"), then clip and
+map to [0, 1]. What we take from where:
+
+- ranges: the paper prints W ~ U(11.5, 152.9) and L ~ U(141.2, 325.9) HU; the reference code has
+  ``range_level=[11.5, 152.9]`` and ``range_scale=[141.2, 325.9]`` (widths), so the printed letters
+  are swapped: level in [11.5, 152.9], width in [141.2, 325.9]. Both configurable.
+- base window: the reference code's default, width 217.3 and level 87.1 HU (:class:`Window`'s default).
+- probabilities (our reading): the paper gives one total p = 0.3 and says shift and scale are
+  independent; the reference code draws them as two independent coins ``p_shift`` and ``p_scale``
+  (both 0 by default). We use ``p_shift = p_scale = 1 - sqrt(1 - p)``, so the window differs from the
+  base with probability exactly p (about 0.163 each, both at once about 0.027).
 """
 
 from __future__ import annotations
@@ -20,10 +31,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Window:
-    """An HU window: values below ``level - width/2`` map to 0, above ``level + width/2`` to 1."""
+    """An HU window: values below ``level - width/2`` map to 0, above ``level + width/2`` to 1.
 
-    level_hu: float = 80.0
-    width_hu: float = 250.0
+    The default is the random-windowing authors' base window (level 87.1, width 217.3 HU); a model
+    keeps the window it was trained with in its manifest.
+    """
+
+    level_hu: float = 87.1
+    width_hu: float = 217.3
 
     def __post_init__(self) -> None:
         if self.width_hu <= 0:
@@ -74,10 +89,11 @@ def apply_window(hu: np.ndarray | torch.Tensor, window: Window) -> np.ndarray | 
 def sample_windows(
     batch_size: int, default: Window, augmentation: RandomWindowing | None, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one (level, width) per sample: the default window, or with probability p a random one.
+    """Draw one (level, width) per sample: the default window, or with total probability p a random one.
 
-    Level and width are each replaced independently with probability ``1 - sqrt(1 - p)`` so that the
-    chance that at least one of them changes is ``p``, as the paper's total probability states.
+    Level and width are each replaced independently with probability ``1 - sqrt(1 - p)`` (the
+    reference code's ``p_shift`` and ``p_scale``), so that at least one of them changes with
+    probability ``p``, the paper's total (see the module docstring for this reading).
 
     Returns:
         Two (batch_size,) float32 CPU tensors: levels and widths in HU.

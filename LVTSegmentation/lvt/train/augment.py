@@ -1,9 +1,10 @@
 """Spatial augmentation of a training batch, in the paper's order: crop-resize, rotation, flips.
 
 The three are composed into one affine per sample and applied with a single ``grid_sample`` on the
-training device, after random windowing (so the zero padding of grid_sample reads as air). Parameters
-are drawn on the CPU from an explicit generator, so a run is reproducible and resumable, and a
-distributed run draws the same global batch on every rank.
+training device, after random windowing. The box read around each patch (:func:`context_size`) is
+large enough that the extreme scale and rotation still sample real data only, so ``grid_sample``'s
+zero padding is never read. Parameters are drawn on the CPU from an explicit generator, so a run is
+reproducible and resumable, and a distributed run draws the same global batch on every rank.
 """
 
 from __future__ import annotations
@@ -30,14 +31,21 @@ class AugmentParams:
         return AugmentParams(self.matrices[index], self.levels[index], self.widths[index])
 
 
-def _rotation_matrix(angles_rad: torch.Tensor) -> torch.Tensor:
-    """Rotation about the three axes (z, y, x order of the angles)."""
-    cz, cy, cx = torch.cos(angles_rad)
-    sz, sy, sx = torch.sin(angles_rad)
-    rot_z = torch.tensor([[1, 0, 0], [0, cz, -sz], [0, sz, cz]])
-    rot_y = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rot_x = torch.tensor([[cx, -sx, 0], [sx, cx, 0], [0, 0, 1]])
-    return rot_z @ rot_y @ rot_x
+def spatial_matrix(scale: float, angles_rad: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """M = scale * R0 R1 R2 * diag(flips): output voxel offset u (zyx, from the patch centre) reads input v = M u.
+
+    R_k turns about axis k by ``angles_rad[k]``: with (a, b) the other two axes in order,
+    v_a = cos * u_a - sin * u_b and v_b = sin * u_a + cos * u_b. A scale above 1 reads a larger
+    region (zoom out); below 1 zooms in.
+    """
+    rotation = torch.eye(3)
+    for axis, angle in enumerate(angles_rad.tolist()):
+        a, b = (k for k in range(3) if k != axis)
+        cos, sin = math.cos(angle), math.sin(angle)
+        turn = torch.eye(3)
+        turn[a, a], turn[a, b], turn[b, a], turn[b, b] = cos, -sin, sin, cos
+        rotation = rotation @ turn
+    return scale * rotation @ torch.diag(flips.float())
 
 
 def draw_augment_params(batch_size: int, config: AugmentConfig, default_window: Window,
@@ -45,17 +53,16 @@ def draw_augment_params(batch_size: int, config: AugmentConfig, default_window: 
     """Draw the augmentation of a batch from ``generator`` (CPU), one sample at a time."""
     matrices = torch.empty(batch_size, 3, 3)
     for b in range(batch_size):
-        u = torch.rand(5, generator=generator)
-        matrix = torch.eye(3)
+        u = torch.rand(3, generator=generator)
+        scale = 1.0
         if u[0] < config.scale_probability:
             low, high = config.scale_range
-            matrix = matrix * float(low + (high - low) * u[1])
+            scale = float(low + (high - low) * u[1])
+        angles = torch.zeros(3)
         if u[2] < config.rotation_probability:
-            limit = math.radians(config.rotation_max_degrees)
-            angles = (torch.rand(3, generator=generator) * 2 - 1) * limit
-            matrix = matrix @ _rotation_matrix(angles)
+            angles = (torch.rand(3, generator=generator) * 2 - 1) * math.radians(config.rotation_max_degrees)
         flips = torch.where(torch.rand(3, generator=generator) < config.flip_probability, -1.0, 1.0)
-        matrices[b] = matrix @ torch.diag(flips)
+        matrices[b] = spatial_matrix(scale, angles, flips)
     levels, widths = sample_windows(batch_size, default_window, config.random_windowing, generator)
     return AugmentParams(matrices, levels, widths)
 
@@ -63,6 +70,9 @@ def draw_augment_params(batch_size: int, config: AugmentConfig, default_window: 
 def apply_augment(hu: torch.Tensor, bits: torch.Tensor, params: AugmentParams,
                   patch_zyx: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Window and spatially transform a batch of context boxes into training patches.
+
+    Output voxel offset u from the patch centre shows input voxel offset ``M u`` from the box centre
+    (trilinear), so a point at offset v in the box lands at ``M^-1 v`` in the patch.
 
     Args:
         hu: (B, 1, Zc, Yc, Xc) float HU context boxes on the training device.
@@ -90,11 +100,32 @@ def apply_augment(hu: torch.Tensor, bits: torch.Tensor, params: AugmentParams,
     return image, (targets > 0.5).float()
 
 
-def context_size(patch_zyx: tuple[int, int, int], config: AugmentConfig) -> tuple[int, int, int]:
-    """Size of the box read around a patch so that scaled/rotated patches mostly stay inside real data.
+def _half_extent(half: tuple[float, ...], axis: int, max_turn_rad: float) -> float:
+    """Largest |offset| along ``axis`` of a box with half sizes ``half`` after any turn of at most ``max_turn_rad``.
 
-    1.5 x the patch when spatial augmentation is on (rounded so the centred crop stays voxel-aligned).
+    Row ``axis`` of the rotation is a unit vector r within that angle of the axis, and the extent is
+    sum_j |r_j| half_j: the maximum of a linear function over a spherical cap, |half| cos(max(0, a - turn)),
+    with a the angle between the axis and the half-diagonal.
     """
-    if config.scale_probability == 0 and config.rotation_probability == 0:
-        return tuple(patch_zyx)  # type: ignore[return-value]
-    return tuple(p + 2 * math.ceil(p / 4) for p in patch_zyx)  # type: ignore[return-value]
+    norm = math.sqrt(sum(h * h for h in half))
+    if norm == 0.0:
+        return 0.0
+    to_diagonal = math.acos(min(1.0, half[axis] / norm))
+    return norm * math.cos(max(0.0, to_diagonal - max_turn_rad))
+
+
+def context_size(patch_zyx: tuple[int, int, int], config: AugmentConfig) -> tuple[int, int, int]:
+    """Size of the box read around a patch so that no scale or rotation the config allows reads past it.
+
+    Output voxel centres lie within (P - 1) / 2 of the patch centre; under ``M = s R F`` they read
+    input points within ``s_max * extent(R)`` of the box centre, where R turns each axis by at most
+    the sum of the three angle limits (each elementary rotation moves a vector by at most its angle).
+    The box keeps every such point on or inside its outer voxel centres, so trilinear sampling never
+    touches the zero padding. Box minus patch stays even, so an unaugmented patch is voxel-aligned.
+    Flips alone need no context. For 96^3 patches, scale 1.4 and 30 degrees: 232^3.
+    """
+    max_scale = max(1.0, config.scale_range[1]) if config.scale_probability > 0 else 1.0
+    max_turn = math.radians(min(180.0, 3 * config.rotation_max_degrees)) if config.rotation_probability > 0 else 0.0
+    half = tuple((p - 1) / 2 for p in patch_zyx)
+    margins = (math.ceil(round(max_scale * _half_extent(half, axis, max_turn) - half[axis], 6)) for axis in range(3))
+    return tuple(p + 2 * max(0, m) for p, m in zip(patch_zyx, margins, strict=True))  # type: ignore[return-value]

@@ -62,7 +62,12 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation probabilities and ranges (defaults: METHOD.md)."""
+    """Augmentation probabilities and ranges (defaults: the paper's).
+
+    Rotation turns about all three axes, each angle U(-max, max); the context read around a patch
+    grows with ``scale_range[1]`` and ``rotation_max_degrees`` (``lvt.train.augment.context_size``).
+    Random windowing: see ``lvt.segment.window`` for the reading of the paper's ranges and total p.
+    """
 
     scale_probability: float = 0.2
     scale_range: tuple[float, float] = (0.7, 1.4)
@@ -78,6 +83,8 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        if not 0.0 <= self.rotation_max_degrees <= 180.0:
+            raise ValueError(f"rotation_max_degrees must be in [0, 180], got {self.rotation_max_degrees}")
 
     @property
     def is_spatial(self) -> bool:

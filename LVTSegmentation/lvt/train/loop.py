@@ -19,29 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from lvt.atomic import atomic_folder, write_text_atomically
 from lvt.errors import CancelledError
 from lvt.evaluate.metrics import dice_score
-from lvt.labels import (
-    CLASS_KEYS,
-    PRIORITY_HIGH_TO_LOW,
-    PROBABILITY_THRESHOLD,
-    STRUCTURES,
-    exclusive_labels,
-    masks_from_labels,
-)
+from lvt.labels import CLASS_KEYS, exclusive_labels, masks_from_labels
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.model_file import ModelManifest, save_model, save_tensors
 from lvt.segment.network import UNet, build_network
+from lvt.segment.postprocess import decode_masks
 from lvt.segment.predict import Predictor, SlidingWindowConfig
 from lvt.train.augment import apply_augment, context_size, draw_augment_params
 from lvt.train.config import TrainingConfig
 from lvt.train.data.cache import CachedCase
 from lvt.train.data.prepare import dataset_weights, prepare_cases
-from lvt.train.distributed import DistributedRun, init_distributed
+from lvt.train.distributed import DistributedRun, init_distributed, prepare_for_ddp
 from lvt.train.losses import lvt_loss
 from lvt.train.sampling import PatchSampler
 
@@ -84,14 +77,11 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _targets(masks: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sigmoid-head targets (multi-hot for ML, exclusive for MLx) and exclusive indices (for MC)."""
-    index = torch.zeros(masks.shape[0], *masks.shape[2:], dtype=torch.long, device=masks.device)
-    for channel in reversed(PRIORITY_HIGH_TO_LOW):  # ascending priority: later wins
-        index[masks[:, channel] > 0] = STRUCTURES[channel].label_value
-    if loss == "mlx":
-        return F.one_hot(index, 4).movedim(-1, 1)[:, 1:].float(), index
-    return masks, index
+def model_manifest(config: TrainingConfig, training: dict | None = None, metrics: dict | None = None) -> ModelManifest:
+    """The manifest of a model this config trains: inference settings, target kind and head, provenance."""
+    return ModelManifest(name=config.model_name, version=config.model_version, spacing_mm=config.spacing_mm,
+                         patch_size_zyx=config.patch_size_zyx, window=config.window, network=config.network,
+                         target=config.loss, training=training or {}, metrics=metrics or {})
 
 
 class Trainer:
@@ -103,12 +93,8 @@ class Trainer:
         self.device = device
         self.ddp = ddp
         torch.manual_seed(config.seed)
-        self.network = build_network(config.network).to(device)
+        self.network, self.model = prepare_for_ddp(build_network(config.network).to(device), ddp, device)
         self.network.deep_supervision = True
-        self.model: torch.nn.Module = self.network
-        if ddp.world_size > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.network, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.scheduler = build_optimizer(self.network, config)
         self.context = context_size(config.patch_size_zyx, config.augment)
         self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed,
@@ -129,12 +115,11 @@ class Trainer:
         hu = torch.from_numpy(batch.hu[share]).to(self.device, non_blocking=True)
         bits = torch.from_numpy(batch.bits[share]).to(self.device, non_blocking=True)
         inputs, masks = apply_augment(hu, bits, params.select(share), config.patch_size_zyx)
-        targets, index = _targets(masks, config.loss)
         weights = torch.from_numpy(batch.class_weights[share]).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             outputs = self.model(inputs)
-        loss = lvt_loss(outputs, targets, index, weights, config.loss)
+        loss = lvt_loss(outputs, masks, weights, config.loss)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optimizer.gradient_clip_norm)
         self.optimizer.step()
@@ -148,13 +133,9 @@ class Trainer:
         return contextlib.nullcontext()
 
     def manifest(self, metrics: dict | None = None) -> ModelManifest:
-        return ModelManifest(
-            name=self.config.model_name, version=self.config.model_version, spacing_mm=self.config.spacing_mm,
-            patch_size_zyx=self.config.patch_size_zyx, window=self.config.window, network=self.config.network,
-            training={"config": self.config.to_dict(), "steps": self.step, "device": str(self.device),
-                      "world_size": self.ddp.world_size, "torch": torch.__version__},
-            metrics=metrics or {},
-        )
+        return model_manifest(self.config, {"config": self.config.to_dict(), "steps": self.step,
+                                            "device": str(self.device), "world_size": self.ddp.world_size,
+                                            "torch": torch.__version__}, metrics)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Optimiser tensors and JSON state: everything a resume needs besides the weights."""
@@ -210,14 +191,14 @@ def find_resume_point(output_dir: Path) -> Path | None:
 
 
 def validate(network: UNet, config: TrainingConfig, cases: list[CachedCase], device: torch.device) -> dict:
-    """Dice per annotated class on held-out cases, by the same sliding window as inference."""
+    """Dice per annotated class on held-out cases, by the same sliding window and decoding as inference."""
     network.deep_supervision = False
-    predictor = Predictor(network, _validation_manifest(config), device, SlidingWindowConfig(windows_per_batch=2))
+    predictor = Predictor(network, model_manifest(config), device, SlidingWindowConfig(windows_per_batch=2))
     scores: dict[str, list[float]] = {key: [] for key in CLASS_KEYS}
     try:
         for case in cases:
             probabilities, _ = predictor.predict_probabilities(np.asarray(case.image, dtype=np.float32))
-            predicted = masks_from_labels(exclusive_labels(probabilities > PROBABILITY_THRESHOLD))
+            predicted = masks_from_labels(exclusive_labels(decode_masks(probabilities, predictor.manifest.target)))
             truth = case.masks()
             for k, key in enumerate(CLASS_KEYS):
                 if case.annotated[k]:
@@ -227,11 +208,6 @@ def validate(network: UNet, config: TrainingConfig, cases: list[CachedCase], dev
         network.train()
     dice = {key: float(np.mean(v)) for key, v in scores.items() if v}
     return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
-
-
-def _validation_manifest(config: TrainingConfig) -> ModelManifest:
-    return ModelManifest(name=config.model_name, version=config.model_version, spacing_mm=config.spacing_mm,
-                         patch_size_zyx=config.patch_size_zyx, window=config.window, network=config.network)
 
 
 def _log_line(path: Path, record: dict) -> None:

@@ -4,21 +4,24 @@
   with w_k = 1 where the sample's dataset annotates class k. A sample with no annotated class adds
   nothing (the batch mean runs over annotated samples only), and a class with w_k = 0 receives
   exactly zero gradient. ML and MLx differ only in their targets (multi-hot vs exclusive).
-- Multi-class masked (MC), Eq. 2: softmax over background + K classes; cross-entropy averaged over
-  the voxels whose label is known (mask W), plus soft Dice on the known voxels of annotated classes.
+- Multi-class masked (MC), Eq. 2: softmax over background + K classes; per sample, cross-entropy
+  ``sum_i W_i l_i / sum_i W_i`` over the voxels whose label is known (mask W) plus soft Dice of its
+  annotated classes on those voxels; the batch mean runs over the samples with a known voxel.
 
 Soft Dice is computed per sample and class over the patch, ``1 - (2 sum(yp) + s) / (sum(y^2) + sum(p^2) + s)``
-with smoothing ``s`` so that an empty target with an empty prediction costs nothing.
+with smoothing ``s`` so that an empty target with an empty prediction costs nothing. Deep supervision
+builds every level's targets by one rule for all three losses (:func:`deep_supervision_targets`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-LossName = Literal["ml", "mlx", "mc"]
+from lvt.labels import NUM_CLASSES, PRIORITY_HIGH_TO_LOW, STRUCTURES
+from lvt.segment.network_config import TargetKind
+
+LossName = TargetKind
 DICE_SMOOTH = 1.0
 
 
@@ -46,6 +49,17 @@ def soft_dice_loss(
     return 1.0 - (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
 
 
+def _mean_over_samples(per_sample: torch.Tensor, present: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the per-sample losses of the ``present`` samples; zero (with a graph) when none is.
+
+    Eq. 1 and Eq. 2 normalise within each sample (by its annotated classes, by its known voxels),
+    so every sample with something to learn weighs the same, however much of it is annotated.
+    """
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    return per_sample[present].mean()
+
+
 def masked_multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """Eq. 1: class-masked BCE + soft Dice for a sigmoid head.
 
@@ -64,11 +78,7 @@ def masked_multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, class_we
     # where() instead of a product, so an unannotated class's loss (even NaN) cannot leak into the gradient
     per_class = torch.where(w > 0, bce + dice, torch.zeros_like(bce)) * w
     weight_sum = w.sum(dim=1)
-    annotated = weight_sum > 0
-    per_sample = per_class.sum(dim=1) / weight_sum.clamp(min=1.0)
-    if not bool(annotated.any()):
-        return logits.sum() * 0.0
-    return per_sample[annotated].mean()
+    return _mean_over_samples(per_class.sum(dim=1) / weight_sum.clamp(min=1.0), weight_sum > 0, logits)
 
 
 def known_voxel_mask(exclusive_index: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
@@ -93,7 +103,7 @@ def known_voxel_mask(exclusive_index: torch.Tensor, class_weights: torch.Tensor)
 def masked_multiclass_loss(
     logits: torch.Tensor, exclusive_index: torch.Tensor, class_weights: torch.Tensor
 ) -> torch.Tensor:
-    """Eq. 2: voxel-masked softmax cross-entropy + soft Dice on the known voxels.
+    """Eq. 2: voxel-masked softmax cross-entropy + soft Dice on the known voxels, normalised per sample.
 
     Args:
         logits: (B, K + 1, *spatial), channel 0 is background.
@@ -104,18 +114,15 @@ def masked_multiclass_loss(
         Scalar loss; zero (with a graph) when no voxel is known.
     """
     known = known_voxel_mask(exclusive_index, class_weights)
-    n_known = known.sum()
-    if int(n_known) == 0:
-        return logits.sum() * 0.0
+    n_known = known.flatten(1).sum(dim=1).float()
     ce = F.cross_entropy(logits.float(), exclusive_index, reduction="none")
-    ce = (ce * known).sum() / n_known
-    num_classes = logits.shape[1] - 1
-    one_hot = F.one_hot(exclusive_index, num_classes + 1).movedim(-1, 1)[:, 1:]
+    ce = torch.where(known, ce, torch.zeros_like(ce)).flatten(1).sum(dim=1) / n_known.clamp(min=1.0)
+    one_hot = F.one_hot(exclusive_index, logits.shape[1]).movedim(-1, 1)[:, 1:]
     probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
     dice = soft_dice_loss(probabilities, one_hot, known[:, None].float())
     w = class_weights.to(logits.device, torch.float32)
-    dice_term = (dice * w).sum() / w.sum().clamp(min=1.0)
-    return ce + dice_term
+    dice = (dice * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+    return _mean_over_samples(ce + dice, n_known > 0, logits)
 
 
 def deep_supervision_weights(levels: int) -> list[float]:
@@ -124,19 +131,36 @@ def deep_supervision_weights(levels: int) -> list[float]:
     return [r / sum(raw) for r in raw]
 
 
-def downsample_targets(targets: torch.Tensor, factor: int) -> torch.Tensor:
-    """Downsample targets for a deep-supervision level: area average for float maps, stride for labels."""
-    if factor == 1:
-        return targets
-    if targets.is_floating_point():
-        return F.avg_pool3d(targets, kernel_size=factor, stride=factor)
-    return targets[..., ::factor, ::factor, ::factor]
+def loss_targets(masks: torch.Tensor, loss: LossName) -> torch.Tensor:
+    """What ``loss`` compares the logits with, from (B, K, *spatial) 0/1 multi-hot class masks.
+
+    ML: the multi-hot masks. MLx: exclusive one-hot float masks (priority tumor > vessel > liver).
+    MC: the exclusive (B, *spatial) long index, 0 background and k + 1 for class k.
+    """
+    if loss == "ml":
+        return masks
+    index = torch.zeros(masks.shape[0], *masks.shape[2:], dtype=torch.long, device=masks.device)
+    for channel in reversed(PRIORITY_HIGH_TO_LOW):  # ascending priority: later wins
+        index[masks[:, channel] > 0] = STRUCTURES[channel].label_value
+    if loss == "mc":
+        return index
+    return F.one_hot(index, NUM_CLASSES + 1).movedim(-1, 1)[:, 1:].to(masks.dtype)
+
+
+def deep_supervision_targets(masks: torch.Tensor, loss: LossName, levels: int) -> list[torch.Tensor]:
+    """The targets of every deep-supervision level, full resolution first (factor 2 per level).
+
+    One rule for all three losses: the class masks are downsampled by nearest neighbour (the first
+    voxel of each block, as nnU-Net), then turned into the loss's targets. Nearest commutes with the
+    pointwise target rules and with Eq. 2's known-voxel mask, so ML, MLx and MC see the same labels
+    at every level and an auxiliary target is never a blend of classes.
+    """
+    return [loss_targets(masks[..., ::2**d, ::2**d, ::2**d], loss) for d in range(levels)]
 
 
 def lvt_loss(
     outputs: torch.Tensor | list[torch.Tensor],
-    multi_label_targets: torch.Tensor,
-    exclusive_index: torch.Tensor,
+    masks: torch.Tensor,
     class_weights: torch.Tensor,
     loss: LossName,
 ) -> torch.Tensor:
@@ -144,20 +168,15 @@ def lvt_loss(
 
     Args:
         outputs: logits, or a list of logits from full resolution down (factor 2 per level).
-        multi_label_targets: (B, K, *spatial) float targets for the sigmoid head (already
-            multi-hot for ML or exclusive for MLx).
-        exclusive_index: (B, *spatial) long exclusive labels (used by MC).
+        masks: (B, K, *spatial) 0/1 multi-hot class masks (hierarchy applied), as the patches give them.
         class_weights: (B, K) 0/1.
         loss: "ml", "mlx" or "mc".
     """
     outputs = outputs if isinstance(outputs, list) else [outputs]
+    levels = zip(deep_supervision_weights(len(outputs)), outputs,
+                 deep_supervision_targets(masks, loss, len(outputs)), strict=True)
+    term = masked_multiclass_loss if loss == "mc" else masked_multilabel_loss
     total = outputs[0].new_zeros((), dtype=torch.float32)
-    for level, (weight, logits) in enumerate(zip(deep_supervision_weights(len(outputs)), outputs, strict=True)):
-        factor = 2**level
-        if loss == "mc":
-            term = masked_multiclass_loss(logits, downsample_targets(exclusive_index, factor), class_weights)
-        else:
-            targets = downsample_targets(multi_label_targets, factor)
-            term = masked_multilabel_loss(logits, targets, class_weights)
-        total = total + weight * term
+    for weight, logits, targets in levels:
+        total = total + weight * term(logits, targets, class_weights)
     return total

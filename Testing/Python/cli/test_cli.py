@@ -115,3 +115,73 @@ def test_sigterm_stops_quickly_and_leaves_nothing(tmp_path: Path, tiny_trained_m
     assert code == 130 and time.monotonic() - sent < 10
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def _tiny_model(folder: Path, kind: str) -> Path:
+    """A model file broken in one way: a PyTorch checkpoint, weights without manifest, or the wrong architecture."""
+    import torch
+
+    from lvt.segment.model_file import ModelManifest, save_model
+    from lvt.segment.network import NetworkConfig, build_network
+    from lvt.segment.window import Window
+
+    config = NetworkConfig(features_per_stage=(4, 8), deep_supervision_levels=1)
+    if kind == "pytorch_pickle":
+        torch.save(build_network(config).state_dict(), folder / "model.pt")
+        return folder / "model.pt"
+    manifest = ModelManifest(name="tiny", version="0", spacing_mm=(4.0, 4.0, 4.0), patch_size_zyx=(16, 16, 16),
+                             window=Window(80, 250), network=config)
+    save_model(build_network(config), manifest, folder / "model.json")
+    if kind == "bare_safetensors":
+        (folder / "model.json").unlink()
+        return folder / "model.safetensors"
+    data = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    data["network"]["features_per_stage"] = [4, 16]
+    (folder / "model.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder / "model.json"
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("pytorch_pickle", "this is a PyTorch pickle; LVT loads only safetensors + manifest"),
+    ("bare_safetensors", "looked for"),
+    ("shape_mismatch", "... and "),
+])
+def test_a_broken_model_file_is_bad_input(kind: str, expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    model = _tiny_model(models, kind)
+    ct = _write(_ct_like(), tmp_path / "ct.nii.gz")
+    _assert_clean_failure(tmp_path, ["segment", str(ct), "-o", str(tmp_path / "out"), "--model", str(model),
+                                     "--device", "cpu", "--progress", "none"], capsys, str(model.parent), expected)
+
+
+def _totalsegmentator_like(path: Path) -> tuple[Path, int]:
+    """A label map of many structures: 5 is the liver (as in TotalSegmentator), 63 something else."""
+    labels = np.zeros((10, 24, 24), dtype=np.uint8)
+    labels[2:8, 4:14, 4:14] = 5
+    labels[2:8, 16:22, 16:22] = 63
+    return _write(labels, path, spacing=(2.0, 2.0, 2.0)), int((labels == 5).sum())
+
+
+def test_value_map_can_make_every_other_value_background(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    labels, liver_voxels = _totalsegmentator_like(tmp_path / "total.nii.gz")
+    out = tmp_path / "out"
+    assert run(["measure", str(labels), "-o", str(out), "--value-map", "5=1,*=0", "--no-surfaces",
+                "--progress", "none"]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["liver"]["whole_volume_ml"] == pytest.approx(liver_voxels * 8 / 1000)
+    assert report["vessels"]["volume_ml"] == 0 and report["tumors"]["count"] == 0
+    assert "'5=1,*=0'" in subprocess.run([sys.executable, "-m", "lvt", "measure", "--help"], capture_output=True,
+                                         text=True, timeout=60).stdout.replace("\n", " ").replace("  ", " ")
+
+
+@pytest.mark.parametrize(("value_map", "expected"), [
+    ("5=1", "label values 63"), ("5=1,*=2", "'*' may appear once, as '*=0'"), ("5=7,*=0", "0..3"),
+    ("5:1", "--value-map must look like"),
+])
+def test_value_map_mistakes_are_bad_input(value_map: str, expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    labels, _ = _totalsegmentator_like(tmp_path / "total.nii.gz")
+    _assert_clean_failure(tmp_path, ["measure", str(labels), "-o", str(tmp_path / "out"), "--value-map", value_map,
+                                     "--progress", "none"], capsys, expected)

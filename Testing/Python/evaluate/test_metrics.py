@@ -1,4 +1,7 @@
-"""Tests of lvt.evaluate.metrics: hand-computed tiny cases, the empty-mask conventions, and MONAI cross-checks."""
+"""Tests of lvt.evaluate.metrics: hand-computed tiny cases, the empty-mask conventions, and MONAI cross-checks.
+
+NSD is tested in test_surface_dice.py, lesion detection in test_lesions.py.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ def test_overlap_scores_by_hand():
     assert metrics.dice_score(pred, truth) == pytest.approx(6 / 10)
     assert metrics.precision_score(pred, truth) == pytest.approx(3 / 4)
     assert metrics.recall_score(pred, truth) == pytest.approx(3 / 6)
+    assert metrics.jaccard_score(pred, truth) == pytest.approx(3 / 7)  # union: 6 + 4 - 3
+    assert metrics.accuracy_score(pred, truth) == pytest.approx(1 - 4 / 27)  # 3 truth-only + 1 pred-only voxels
 
 
 @pytest.mark.parametrize(
@@ -45,8 +50,6 @@ def test_surface_metrics_by_hand_follow_spacing_axis(axis, spacing_zyx_mm, step_
     assert sorted(distances.pred_to_truth_mm) == pytest.approx([0, 0, 0, step_mm])
     assert metrics.hausdorff_distance_95_mm(distances) == pytest.approx(0.85 * step_mm)
     assert metrics.average_symmetric_surface_distance_mm(distances) == pytest.approx(2 * step_mm / 8)
-    assert metrics.normalized_surface_dice(distances, 0.99 * step_mm) == pytest.approx(6 / 8)
-    assert metrics.normalized_surface_dice(distances, step_mm) == 1.0
     assert metrics.dice_score(pred, truth) == pytest.approx(0.75)
 
 
@@ -78,8 +81,9 @@ def test_both_empty_is_a_perfect_score():
     empty, _ = _empty_and_blob()
     distances = metrics.surface_distances(empty, empty, (1.0, 1.0, 1.0))
     scores = (metrics.dice_score(empty, empty), metrics.precision_score(empty, empty),
-              metrics.recall_score(empty, empty), metrics.normalized_surface_dice(distances, 3.0))
-    assert scores == (1.0, 1.0, 1.0, 1.0)
+              metrics.recall_score(empty, empty), metrics.jaccard_score(empty, empty),
+              metrics.accuracy_score(empty, empty))
+    assert scores == (1.0, 1.0, 1.0, 1.0, 1.0)
     assert metrics.hausdorff_distance_95_mm(distances) == 0.0
     assert metrics.average_symmetric_surface_distance_mm(distances) == 0.0
     assert metrics.relative_volume_error(empty, empty) == 0.0
@@ -91,8 +95,9 @@ def test_one_empty_mask_scores_zero_and_infinite_distance(empty_side):
     pred, truth = (empty, blob) if empty_side == "pred" else (blob, empty)
     distances = metrics.surface_distances(pred, truth, (2.0, 1.0, 1.0))
     scores = (metrics.dice_score(pred, truth), metrics.precision_score(pred, truth),
-              metrics.recall_score(pred, truth), metrics.normalized_surface_dice(distances, 100.0))
+              metrics.recall_score(pred, truth), metrics.jaccard_score(pred, truth))
     assert scores == (0.0, 0.0, 0.0, 0.0)
+    assert metrics.accuracy_score(pred, truth) == pytest.approx(1 - 8 / 216)
     assert metrics.hausdorff_distance_95_mm(distances) == math.inf
     assert metrics.average_symmetric_surface_distance_mm(distances) == math.inf
 
@@ -104,30 +109,6 @@ def test_relative_volume_error():
     pred[:1, :, :9] = True  # 90 voxels
     assert metrics.relative_volume_error(pred, truth) == pytest.approx(-0.1)
     assert metrics.relative_volume_error(truth, np.zeros_like(truth)) == math.inf
-
-
-def test_lesion_detection_counts_by_the_ten_percent_rule():
-    truth = np.zeros((20, 20, 20), dtype=bool)
-    truth[0:2, 0:5, 0] = True  # lesion A, 10 voxels
-    truth[10:12, 10:15, 10] = True  # lesion B, 10 voxels
-    truth[2, 5, 1] = True  # touches A by a corner only: 26-connected, so A has 11 voxels
-    pred = np.zeros_like(truth)
-    pred[0, 0:2, 0] = True  # 2 of A's 11 voxels (18 %): detected; the whole component is in truth
-    pred[10, 10, 10] = True
-    pred[10, 10, 11:20] = True  # 1 of B's 10 voxels (10 %, not more): missed; 1 of 10 in truth
-    detection = metrics.lesion_detection(pred, truth)
-    assert (detection.true_lesions, detection.detected_lesions) == (2, 1)
-    assert (detection.predicted_lesions, detection.correct_predicted_lesions) == (2, 1)
-    assert detection.sensitivity == 0.5 and detection.precision == 0.5
-
-
-def test_lesion_rates_are_undefined_without_lesions():
-    empty = np.zeros((4, 4, 4), dtype=bool)
-    blob = empty.copy()
-    blob[1, 1, 1] = True
-    assert metrics.lesion_detection(empty, empty).sensitivity is None
-    assert metrics.lesion_detection(empty, blob).precision is None
-    assert metrics.lesion_detection(blob, empty).precision == 0.0
 
 
 # ------------------------------------------------------------------------------------------- MONAI
@@ -145,6 +126,7 @@ def _one_hot(mask: np.ndarray):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_monai_on_random_shapes_and_anisotropic_spacing(seed):
+    """Dice, IoU, HD95 and ASSD (boundary voxels) against MONAI; NSD's check is in test_surface_dice.py."""
     monai_metrics = pytest.importorskip("monai.metrics")
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, 3))
@@ -152,7 +134,6 @@ def test_matches_monai_on_random_shapes_and_anisotropic_spacing(seed):
     pred[0, :5, :5] = True  # a piece on the array border, where the crop must not change anything
     p, t = _one_hot(pred), _one_hot(truth)
     distances = metrics.surface_distances(pred, truth, spacing)
-    tolerance = 2.0 * min(spacing)
     # MONAI computes in float32: agreement to 1e-5 relative is exact up to its rounding.
     monai_dice = monai_metrics.compute_dice(p, t, include_background=False).item()
     assert metrics.dice_score(pred, truth) == pytest.approx(monai_dice, rel=1e-5)
@@ -160,25 +141,5 @@ def test_matches_monai_on_random_shapes_and_anisotropic_spacing(seed):
         monai_metrics.compute_hausdorff_distance(p, t, percentile=95, spacing=spacing).item(), rel=1e-5)
     assert metrics.average_symmetric_surface_distance_mm(distances) == pytest.approx(
         monai_metrics.compute_average_surface_distance(p, t, symmetric=True, spacing=spacing).item(), rel=1e-5)
-    assert metrics.normalized_surface_dice(distances, tolerance) == pytest.approx(
-        monai_metrics.compute_surface_dice(p, t, [tolerance], spacing=spacing, use_subvoxels=False).item(),
-        rel=1e-5)
-
-
-def _ellipsoid(shape, centre_zyx, radii_mm, spacing_zyx_mm) -> np.ndarray:
-    grid = np.indices(shape).astype(float)
-    terms = [((grid[a] - centre_zyx[a]) * spacing_zyx_mm[a] / radii_mm[a]) ** 2 for a in range(3)]
-    return sum(terms) <= 1.0
-
-
-def test_nsd_stays_close_to_deepmind_surfels_on_a_smooth_shape():
-    """Boundary voxels vs DeepMind's surfel areas: the definitions differ by a few points (docs/metrics.md)."""
-    monai_metrics = pytest.importorskip("monai.metrics")
-    spacing = (1.6, 0.743, 0.743)
-    truth = _ellipsoid((40, 60, 60), (20, 30, 30), (20, 15, 12), spacing)
-    pred = _ellipsoid((40, 60, 60), (20, 30, 30 + 4.0 / spacing[2]), (20, 15, 12), spacing)
-    ours = metrics.normalized_surface_dice(metrics.surface_distances(pred, truth, spacing), 3.0)
-    surfels = monai_metrics.compute_surface_dice(
-        _one_hot(pred), _one_hot(truth), [3.0], spacing=spacing, use_subvoxels=True).item()
-    assert 0.5 < ours < 0.9
-    assert abs(ours - surfels) < 0.08
+    monai_iou = monai_metrics.compute_iou(p, t, include_background=False).item()
+    assert metrics.jaccard_score(pred, truth) == pytest.approx(monai_iou, rel=1e-5)

@@ -51,7 +51,12 @@ def test_perfect_prediction_scores_one_everywhere():
         entry = result[key]
         assert (entry["dice"], entry["precision"], entry["recall"], entry["nsd"]) == (1.0, 1.0, 1.0, 1.0)
         assert (entry["hd95_mm"], entry["assd_mm"], entry["relative_volume_error"]) == (0.0, 0.0, 0.0)
-    assert result["tumor"]["lesion_sensitivity"] == 1.0 and result["tumor"]["lesion_precision"] == 1.0
+        assert (entry["jaccard"], entry["accuracy"]) == (1.0, 1.0)
+    tumor = result["tumor"]
+    assert (tumor["lesion_sensitivity"], tumor["lesion_precision"], tumor["lesion_f1"]) == (1.0, 1.0, 1.0)
+    # The 4^3 tumor is 3.2 x 3.2 mm in-plane: its longest axial diameter (4.5 mm) is under 10 mm.
+    assert (tumor["true_lesions_under_10mm"], tumor["detected_lesions_under_10mm"]) == (1, 1)
+    assert (tumor["lesion_sensitivity_under_10mm"], tumor["lesion_sensitivity_over_20mm"]) == (1.0, None)
     assert result["liver"]["volume_true_ml"] == pytest.approx(1000 * 0.8 * 0.8 * 2.0 / 1000)
 
 
@@ -62,6 +67,8 @@ def test_shifted_prediction_has_the_expected_dice():
     assert result["liver"]["dice"] == pytest.approx(0.8)
     assert result["tumor"]["dice"] == pytest.approx(0.5)
     assert result["vessel"]["dice"] == pytest.approx(0.8)
+    assert result["liver"]["jaccard"] == pytest.approx(800 / 1200)
+    assert result["liver"]["accuracy"] == pytest.approx(1 - 400 / (16 * 16 * 24))  # 2 x 200 voxels differ
     assert result["tumor"]["lesion_sensitivity"] == 1.0  # 50 % overlap > 10 %
     assert result["liver"]["hd95_mm"] == pytest.approx(2 * 0.8)  # shifted faces are 2 columns of 0.8 mm away
     assert result["liver"]["nsd"] == 1.0  # every boundary voxel is within 1.6 mm < 7 mm of the other boundary
@@ -116,7 +123,33 @@ def test_folder_evaluation_writes_csvs_and_excludes_not_annotated_from_the_mean(
     assert float(summary[("liver", "dice")]["mean"]) == pytest.approx(0.9)
     assert float(summary[("liver", "dice")]["sd"]) == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert "| dice | 0.900 ± 0.141 (n=2) | 0.800 (n=1) |" in result.markdown
+    assert float(summary[("liver", "jaccard")]["sd"]) == pytest.approx(np.std([2 / 3, 1.0], ddof=1))
+    assert float(summary[("liver", "accuracy")]["mean"]) < 1.0
+    assert float(summary[("tumor", "lesion_f1_pooled")]["mean"]) == 1.0  # both tumors found, nothing else
+    assert float(summary[("tumor", "lesion_sensitivity_pooled_under_10mm")]["mean"]) == 1.0
+    assert summary[("tumor", "lesion_sensitivity_pooled_over_20mm")]["mean"] == ""  # no lesion that large
     assert (out / "summary.md").read_text(encoding="utf-8") == result.markdown
+
+
+# The columns per_case.csv had before Jaccard, accuracy, lesion F1 and lesion sizes were added.
+ORIGINAL_PER_CASE_COLUMNS = (
+    "case", "class", "status", "nsd_tolerance_mm", "dice", "precision", "recall", "nsd", "hd95_mm", "assd_mm",
+    "volume_true_ml", "volume_pred_ml", "relative_volume_error", "lesion_sensitivity", "lesion_precision",
+    "true_lesions", "detected_lesions", "predicted_lesions", "correct_predicted_lesions",
+)
+
+
+def test_per_case_csv_keeps_its_columns_and_appends_the_new_ones(tmp_path):
+    _write_case(tmp_path / "pred", "c1", _phantom_labels(shift_x=2))
+    _write_case(tmp_path / "truth", "c1", _phantom_labels())
+    evaluate_folder([tmp_path / "pred"], tmp_path / "truth", tmp_path / "out")
+    with open(tmp_path / "out" / "per_case.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert tuple(header[:len(ORIGINAL_PER_CASE_COLUMNS)]) == ORIGINAL_PER_CASE_COLUMNS
+    added = header[len(ORIGINAL_PER_CASE_COLUMNS):]
+    assert {"jaccard", "accuracy", "lesion_f1", "lesion_sensitivity_10_to_20mm", "true_lesions_over_20mm"} <= set(added)
+    liver = next(r for r in _read_csv(tmp_path / "out" / "per_case.csv") if r["class"] == "liver")
+    assert float(liver["jaccard"]) == pytest.approx(2 / 3) and liver["lesion_f1"] == ""
 
 
 def test_mismatched_grid_names_the_case(tmp_path):

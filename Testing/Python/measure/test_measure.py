@@ -195,7 +195,8 @@ def test_to_dict_matches_the_report_schema():
     array[2:4, 2:4, 2:4] = 3
     dropped = [{"volume_ml": 0.01, "centroid_lps_mm": np.array([1.0, 2.0, 3.0])}]
     part = measure_labels(Image(array, (1.0, 1.0, 1.0))).to_dict(dropped=dropped, min_volume_ml=0.05)
-    assert set(part) == {"liver", "vessels", "tumors", "lesions"}
+    assert set(part) == {"liver", "liver_cut_by_image_edge", "vessels", "tumors", "lesions"}
+    assert part["liver_cut_by_image_edge"] == []  # the liver stops one voxel short of every face
     assert set(part["tumors"]) == {
         "count", "total_volume_ml", "tumor_to_liver_volume_ratio", "dropped", "min_volume_ml",
     }

@@ -14,10 +14,11 @@ from lvt.measure.html import REVIEW_NOTE, write_html_report
 from lvt.measure.report import build_report, write_report_json
 from lvt.measure.surface_view import OffscreenRenderingError, check_offscreen_rendering
 from lvt.measure.surfaces import extract_surfaces
-from lvt.measure.views import AXIAL, CORONAL, SAGITTAL, view_through
+from lvt.measure.views import AXIAL, CORONAL, MIN_SHORT_SIDE_FRACTION, SAGITTAL, TITLE_BAND_PX, view_through
 from lvt.measure.volumes_and_lesions import measure_labels
 
-SCHEMA_KEYS = {"lvt_version", "model", "input", "liver", "vessels", "tumors", "lesions", "inference", "warnings"}
+SCHEMA_KEYS = {"lvt_version", "model", "input", "liver", "liver_cut_by_image_edge", "vessels", "tumors", "lesions",
+               "inference", "model_reliability", "warnings"}
 TUMOR_CENTRE_LPS = np.array([-60.0, -25.0, 20.0])  # patient's right, anterior, superior of the middle
 
 
@@ -128,9 +129,11 @@ def test_views_are_pngs_in_radiological_orientation_with_true_proportions(phanto
         f"{where}_{plane}.png" for where in ("lesion1", "liver") for plane in ("axial", "coronal", "sagittal")
     )
     for plane in (AXIAL, CORONAL, SAGITTAL):
-        rgb = matplotlib.image.imread(views / f"lesion1_{plane.name}.png")[..., :3]
+        png = matplotlib.image.imread(views / f"lesion1_{plane.name}.png")[..., :3]
+        rgb = png[TITLE_BAND_PX:]  # the title band is above the image
         expected = view_through(ct, plane, TUMOR_CENTRE_LPS)
         assert rgb.shape[:2] == expected.shape
+        assert not _green(png[:TITLE_BAND_PX]).any()
         rows, cols = np.nonzero(_green(rgb))
         height, width = rgb.shape[:2]
         # right (axial, coronal) or anterior (sagittal) on the left; anterior or superior up
@@ -140,14 +143,15 @@ def test_views_are_pngs_in_radiological_orientation_with_true_proportions(phanto
     coronal = view_through(ct, CORONAL, TUMOR_CENTRE_LPS)
     corners = ct.ijk_to_lps(np.array([[a, b, c] for a in (-0.5, 103.5) for b in (-0.5, 95.5) for c in (-0.5, 35.5)]))
     physical_ratio = np.ptp(corners[:, 2]) / np.ptp(corners[:, 0])
-    assert coronal.shape[0] / coronal.shape[1] == pytest.approx(physical_ratio, abs=2.0 / coronal.shape[1])
+    assert physical_ratio < MIN_SHORT_SIDE_FRACTION  # so the view is widened with background, in proportion
+    assert coronal.shape[0] / coronal.shape[1] == pytest.approx(MIN_SHORT_SIDE_FRACTION, abs=2.0 / coronal.shape[1])
 
 
 def test_axial_lesion_view_draws_the_longest_diameter(phantom, tmp_path):
     ct, labels = phantom
     report = _report(labels)
     write_html_report(report, ct, labels, None, tmp_path)
-    rgb = matplotlib.image.imread(tmp_path / "views" / "lesion1_axial.png")[..., :3]
+    rgb = matplotlib.image.imread(tmp_path / "views" / "lesion1_axial.png")[TITLE_BAND_PX:, :, :3]
     ends = np.asarray(report["lesions"][0]["long_axis_endpoints_lps_mm"])
     view = view_through(ct, AXIAL, ends.mean(axis=0))
     yellow = (rgb[..., 0] > 0.85) & (rgb[..., 1] > 0.7) & (rgb[..., 2] < 0.35)

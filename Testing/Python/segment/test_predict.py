@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from lvt.errors import CancelledError
+from lvt.labels import exclusive_labels
 from lvt.phantom import PhantomConfig, make_phantom
 from lvt.segment.device import available_cpu_cores
 from lvt.segment.model_file import ModelManifest
 from lvt.segment.network import NetworkConfig, build_network
+from lvt.segment.postprocess import decode_masks
 from lvt.segment.predict import (
     Predictor,
     SlidingWindowConfig,
@@ -51,7 +53,7 @@ def _predictor(config: SlidingWindowConfig | None = None, patch: tuple[int, int,
     torch.manual_seed(seed)
     network_config = NetworkConfig(features_per_stage=(4, 8, 16), deep_supervision_levels=2, head=head)
     manifest = ModelManifest(name="t", version="0", spacing_mm=(6.0, 6.0, 6.0), patch_size_zyx=patch,
-                             window=Window(), network=network_config)
+                             window=Window(), network=network_config, target="mc" if head == "softmax" else "ml")
     return Predictor(build_network(network_config), manifest, torch.device("cpu"), config)
 
 
@@ -188,6 +190,19 @@ def test_softmax_head_gives_three_foreground_probabilities() -> None:
     probabilities, _ = _predictor(SlidingWindowConfig(), head="softmax").predict_probabilities(_random_hu((20, 20, 20)))
     assert probabilities.shape == (3, 20, 20, 20)
     assert (probabilities >= 0).all() and (probabilities.sum(axis=0) < 1.0).all()
+
+
+def test_softmax_predictions_decode_to_the_networks_argmax() -> None:
+    """One window: the stitched probabilities are the network's softmax, and MC decoding takes its argmax
+    over background and the three classes (an untrained 4-way softmax rarely reaches 0.5 anywhere)."""
+    predictor = _predictor(SlidingWindowConfig(skip_air_windows=False), head="softmax")
+    hu = _random_hu(PATCH)
+    probabilities, _ = predictor.predict_probabilities(hu)
+    with torch.inference_mode():
+        logits = predictor.network(apply_window(torch.from_numpy(hu)[None, None], predictor.manifest.window))
+    argmax = logits[0].argmax(dim=0).numpy()  # 0 background, k + 1 class k: the label values
+    assert len(np.unique(argmax)) == 4
+    np.testing.assert_array_equal(exclusive_labels(decode_masks(probabilities, predictor.manifest.target)), argmax)
 
 
 def test_cancel_stops_before_the_next_batch() -> None:

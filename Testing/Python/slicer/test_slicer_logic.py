@@ -278,6 +278,17 @@ def test_tables_hold_the_report_values(scene, core_output, report):
     assert lib.summary_table_of(loaded.segmentation_node) is summary
 
 
+def test_reliability_notes_warn_of_the_small_liver_and_say_what_the_model_is_worth(report):
+    notes = lib.reliability_notes(report)
+    assert report["liver"]["whole_volume_ml"] < 200.0  # the phantom liver is a 62 mL ellipsoid
+    assert len(notes) == 2
+    assert notes[0].startswith(f"The liver found is only {report['liver']['whole_volume_ml']:.1f} mL")
+    assert notes[1] == report["model_reliability"]
+    assert notes[1].startswith("This model has no validation on real CT with expert tumor labels")
+    older = {key: value for key, value in report.items() if key not in ("model_reliability", "liver_cut_by_image_edge")}
+    assert lib.reliability_notes(older) == notes[:1]  # a report written before these keys existed
+
+
 def _on_tumor(labels: Image, point_lps: np.ndarray) -> bool:
     """True when the point lies in (or on the boundary of) a tumor voxel's extent."""
     ijk = labels.lps_to_ijk(point_lps)[0]

@@ -21,7 +21,7 @@ from lvt.segment.network import build_network
 from lvt.segment.predict import Predictor
 from lvt.train.config import load_training_config, training_config_from_dict
 from lvt.train.data.prepare import prepare_cases
-from lvt.train.loop import run_training, validate
+from lvt.train.loop import model_manifest, run_training, validate
 
 SPACING = 6.0
 
@@ -71,6 +71,28 @@ def test_tiny_training_lowers_the_loss_and_beats_an_untrained_network(tmp_path: 
     # the final model is a normal LVT model file: the predictor takes it directly
     predictor = Predictor.from_file(result.final_model, device="cpu")
     assert predictor.manifest.spacing_mm == (SPACING,) * 3
+    assert (predictor.manifest.target, predictor.manifest.network.head) == ("ml", "sigmoid")
+
+
+def test_manifest_records_the_target_kind_and_head(tmp_path: Path) -> None:
+    for loss, head in (("ml", "sigmoid"), ("mlx", "sigmoid"), ("mc", "softmax")):
+        manifest = model_manifest(_config(tmp_path, loss=loss))
+        assert (manifest.target, manifest.network.head) == (loss, head)
+
+
+def test_validation_decodes_an_mc_model_by_argmax(tmp_path: Path) -> None:
+    """A softmax network whose every voxel says (background 0.2, liver 0.45, vessel 0.0001, tumor 0.35):
+    each voxel a window reached is liver by argmax, though no class reaches 0.5."""
+    torch.set_num_threads(2)
+    config = _config(tmp_path, loss="mc")
+    cases, _ = prepare_cases(config.validation, config, skip_bad_cases=False)
+    network = build_network(config.network)
+    with torch.no_grad():
+        network.heads[0].weight.zero_()
+        network.heads[0].bias.copy_(torch.tensor([0.2, 0.45, 0.0001, 0.35]).log())
+    scores = validate(network, config, cases, torch.device("cpu"))
+    assert scores["dice"]["liver"] > 0.05  # the whole body is liver; a 0.5 threshold would find none (Dice 0)
+    assert scores["dice"]["vessel"] == 0.0  # 0.0001 never wins
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:

@@ -1,44 +1,53 @@
-"""The partial-label losses: masking, normalisation, zero gradients, no NaN (METHOD.md Eq. 1 and 2)."""
+"""The partial-label losses on hand-computed numbers: masking, per-sample normalisation, deep supervision.
+
+Every expected value is worked out in the comments from tiny tensors whose probabilities are simple
+fractions (sigmoid(+-ln 3) = 3/4 or 1/4; softmax of log-probabilities gives those probabilities), so
+no test recomputes the formula it checks.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lvt.labels import apply_hierarchy, exclusive_labels
 from lvt.train.losses import (
-    DICE_SMOOTH,
+    deep_supervision_targets,
     deep_supervision_weights,
     known_voxel_mask,
+    loss_targets,
     lvt_loss,
     masked_multiclass_loss,
     masked_multilabel_loss,
-    soft_dice_loss,
 )
 
-
-def _bce(logit: float, target: float) -> float:
-    p = 1 / (1 + math.exp(-logit))
-    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+LN3 = math.log(3.0)
 
 
-def test_eq1_normalises_by_annotated_classes_on_a_hand_computed_case() -> None:
-    # one sample, two voxels, three classes; only liver and tumor annotated
-    logits = torch.tensor([[[0.0, 2.0], [5.0, -5.0], [-1.0, 1.0]]])
-    targets = torch.tensor([[[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
-    weights = torch.tensor([[1.0, 0.0, 1.0]])
-    expected = 0.0
-    for k in (0, 2):
-        bce = sum(_bce(float(logits[0, k, i]), float(targets[0, k, i])) for i in range(2)) / 2
-        p = torch.sigmoid(logits[0, k])
-        y = targets[0, k]
-        dice = 1 - (2 * float((p * y).sum()) + DICE_SMOOTH) / (float((y * y).sum() + (p * p).sum()) + DICE_SMOOTH)
-        expected += bce + dice
-    expected /= 2  # two annotated classes
-    assert masked_multilabel_loss(logits, targets, weights).item() == pytest.approx(expected, rel=1e-5)
+def test_eq1_is_normalised_per_sample_by_its_annotated_classes() -> None:
+    # Two voxels per class. With logits +-ln 3 the sigmoid is 3/4 or 1/4, so every BCE term below is
+    # -ln(3/4) = ln(4/3) (each prediction leans the right way by 3/4).
+    # Sample 0 annotates liver and tumor (w = [1, 0, 1]):
+    #   liver  p = [3/4, 3/4], y = [1, 1]: Dice = 1 - (2*1.5 + 1) / (2 + 1.125 + 1) = 1 - 4/4.125 = 1/33
+    #   tumor  p = [1/4, 3/4], y = [0, 1]: Dice = 1 - (2*0.75 + 1) / (1 + 0.625 + 1) = 1 - 2.5/2.625 = 1/21
+    #   vessel is not annotated: its large loss (logit 5 on a 0 target) must not count
+    #   sample loss = ln(4/3) + (1/33 + 1/21) / 2 = ln(4/3) + 3/77
+    # Sample 1 annotates liver only (w = [1, 0, 0]): p = [3/4, 1/4], y = [1, 0]: Dice = 1/21
+    #   sample loss = ln(4/3) + 1/21
+    # Batch: mean over the samples = ln(4/3) + (3/77 + 1/21) / 2 = ln(4/3) + 10/231 = 0.3309721
+    # (normalising by all annotated classes of the batch instead would give 0.3295289)
+    logits = torch.tensor([[[LN3, LN3], [5.0, -5.0], [-LN3, LN3]],
+                           [[LN3, -LN3], [5.0, 5.0], [-5.0, 5.0]]])
+    targets = torch.tensor([[[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]],
+                            [[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]])
+    weights = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert masked_multilabel_loss(logits, targets, weights).item() == pytest.approx(0.3309721, abs=1e-6)
+    assert masked_multilabel_loss(logits[:1], targets[:1], weights[:1]).item() == pytest.approx(
+        math.log(4 / 3) + 3 / 77, abs=1e-6)
 
 
 def test_unannotated_class_gets_exactly_zero_gradient() -> None:
@@ -73,47 +82,96 @@ def test_eq2_voxel_mask_keeps_only_known_voxels() -> None:
     assert fully.all()
 
 
-def test_eq2_cross_entropy_is_averaged_over_known_voxels_only() -> None:
-    logits = torch.randn(1, 4, 2, 2, 2)
-    index = torch.tensor([[[[0, 1], [2, 3]], [[0, 0], [3, 3]]]])
-    weights = torch.tensor([[0.0, 1.0, 1.0]])
-    known = known_voxel_mask(index, weights)
-    ce = F.cross_entropy(logits, index, reduction="none")
-    expected_ce = (ce * known).sum() / known.sum()
-    probs = torch.softmax(logits, 1)[:, 1:]
-    one_hot = F.one_hot(index, 4).movedim(-1, 1)[:, 1:]
-    dice = soft_dice_loss(probs, one_hot, known[:, None].float())
-    expected = expected_ce + (dice * weights).sum() / weights.sum()
-    assert masked_multiclass_loss(logits, index, weights).item() == pytest.approx(expected.item(), rel=1e-5)
-    # changing the logits at an unknown voxel (label 0, background not annotated) changes nothing in CE
-    changed = logits.clone()
-    changed[0, :, 0, 0, 0] += torch.tensor([5.0, -3.0, 1.0, 2.0])
-    ce_changed = (F.cross_entropy(changed, index, reduction="none") * known).sum() / known.sum()
-    assert ce_changed.item() == pytest.approx(expected_ce.item(), rel=1e-6)
+# softmax(log p) = p: each voxel's (background, liver, vessel, tumor) probabilities
+_TUMOR_HALF = [0.25, 0.125, 0.125, 0.5]
+_TUMOR_QUARTER = [0.5, 0.125, 0.125, 0.25]
+_UNIFORM = [0.25, 0.25, 0.25, 0.25]
 
 
-def test_multi_hot_hierarchy_and_priority() -> None:
-    masks = torch.zeros(3, 1, 1, 4, dtype=torch.bool).numpy()
-    masks[0, 0, 0, 0] = True  # liver
-    masks[1, 0, 0, 1] = True  # vessel only (exclusive dataset label)
-    masks[2, 0, 0, 2] = True  # tumor only
-    masks[1, 0, 0, 3] = masks[2, 0, 0, 3] = True  # both: tumor wins
-    multi = apply_hierarchy(masks)
-    assert multi[0, 0, 0].tolist() == [True, True, True, True]
-    assert exclusive_labels(multi)[0, 0].tolist() == [1, 2, 3, 3]
+def _log_probabilities(*samples: list[list[float]]) -> torch.Tensor:
+    """(B, 4, N) logits from per-voxel probabilities."""
+    return torch.tensor(samples).log().movedim(-1, 1)
 
 
-def test_deep_supervision_weights_halve_and_sum_to_one() -> None:
-    weights = deep_supervision_weights(3)
-    assert weights == pytest.approx([4 / 7, 2 / 7, 1 / 7])
-    torch.manual_seed(0)
-    outputs = [torch.randn(1, 3, 8, 8, 8), torch.randn(1, 3, 4, 4, 4), torch.randn(1, 3, 2, 2, 2)]
-    targets = (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
-    index = torch.zeros(1, 8, 8, 8, dtype=torch.long)
-    w = torch.ones(1, 3)
-    combined = lvt_loss(outputs, targets, index, w, "ml")
-    expected = sum(
-        weight * masked_multilabel_loss(logits, F.avg_pool3d(targets, 2**level) if level else targets, w)
-        for level, (weight, logits) in enumerate(zip(weights, outputs, strict=True))
-    )
-    assert combined.item() == pytest.approx(float(expected), rel=1e-6)
+def test_eq2_cross_entropy_is_normalised_per_sample_by_its_known_voxels() -> None:
+    # Both samples annotate the tumor only (w = [0, 0, 1]), so only tumor voxels are known.
+    # Sample A: labels [tumor, bg, bg], one known voxel with p_tumor = 1/2:
+    #   CE = ln 2;  Dice(tumor) = 1 - (2*0.5 + 1) / (1 + 0.25 + 1) = 1 - 2/2.25 = 1/9
+    # Sample B: labels [tumor, tumor, bg], two known voxels with p_tumor = 1/2 and 1/4:
+    #   CE = (ln 2 + ln 4) / 2 = 1.5 ln 2;  Dice = 1 - (2*0.75 + 1) / (2 + 0.3125 + 1) = 1 - 2.5/3.3125 = 13/53
+    # Per sample, then the mean of the samples:
+    #   (ln 2 + 1/9 + 1.5 ln 2 + 13/53) / 2 = 1.25 ln 2 + 85/477 = 0.8664340 + 0.1781971 = 1.0446311
+    # (CE over all three known voxels of the batch would give 4/3 ln 2 + 85/477 = 1.1023933)
+    logits = _log_probabilities([_TUMOR_HALF, _UNIFORM, _UNIFORM], [_TUMOR_HALF, _TUMOR_QUARTER, _UNIFORM])
+    index = torch.tensor([[3, 0, 0], [3, 3, 0]])
+    weights = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    assert masked_multiclass_loss(logits, index, weights).item() == pytest.approx(1.0446311, abs=1e-6)
+    # A third sample with no known voxel (liver annotated, only background in the patch) adds nothing.
+    with_empty = torch.cat((logits, _log_probabilities([_TUMOR_HALF, _UNIFORM, _UNIFORM])))
+    index_empty = torch.cat((index, torch.tensor([[0, 0, 0]])))
+    weights_empty = torch.cat((weights, torch.tensor([[1.0, 0.0, 0.0]])))
+    assert masked_multiclass_loss(with_empty, index_empty, weights_empty).item() == pytest.approx(1.0446311, abs=1e-6)
+
+
+def test_eq2_ignores_unknown_voxels_and_an_unknown_batch_costs_nothing() -> None:
+    logits = _log_probabilities([_TUMOR_HALF, _UNIFORM, _UNIFORM], [_TUMOR_HALF, _TUMOR_QUARTER, _UNIFORM])
+    logits.requires_grad_(True)
+    index = torch.tensor([[3, 0, 0], [3, 3, 0]])
+    weights = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    loss = masked_multiclass_loss(logits, index, weights)
+    loss.backward()
+    unknown = ~known_voxel_mask(index, weights)  # background voxels: the tumor-only dataset may have missed a liver
+    assert unknown.sum() == 3 and (logits.grad.movedim(1, -1)[unknown] == 0).all()
+    assert (logits.grad.movedim(1, -1)[~unknown] != 0).any()
+    changed = logits.detach().clone()
+    changed[0, :, 1] = torch.tensor([5.0, -3.0, 1.0, 2.0])
+    assert masked_multiclass_loss(changed, index, weights).item() == pytest.approx(loss.item(), abs=1e-7)
+    nothing = masked_multiclass_loss(logits, index, torch.zeros(2, 3))
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+def test_loss_targets_for_each_loss() -> None:
+    # multi-hot masks (hierarchy applied) of four voxels: liver; liver+vessel; liver+tumor; all three
+    masks = torch.tensor([[[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1]]], dtype=torch.float32)
+    assert torch.equal(loss_targets(masks, "ml"), masks)
+    assert loss_targets(masks, "mc").tolist() == [[1, 2, 3, 3]]  # tumor > vessel > liver
+    assert loss_targets(masks, "mlx").tolist() == [[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]]
+
+
+def _multi_hot(masks: torch.Tensor) -> torch.Tensor:
+    """(B, 3, ...) float masks with the hierarchy applied (vessel and tumor are liver)."""
+    return torch.from_numpy(apply_hierarchy(masks.movedim(1, 0).numpy())).movedim(0, 1).float()
+
+
+def test_deep_supervision_targets_follow_one_rule_for_every_loss() -> None:
+    generator = torch.Generator().manual_seed(0)
+    masks = _multi_hot(torch.rand(2, 3, 8, 8, 8, generator=generator) > 0.6)
+    weights = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    ml = deep_supervision_targets(masks, "ml", 3)
+    mlx = deep_supervision_targets(masks, "mlx", 3)
+    mc = deep_supervision_targets(masks, "mc", 3)
+    for level, size in enumerate((8, 4, 2)):
+        assert ml[level].shape == (2, 3, size, size, size) and mc[level].shape == (2, size, size, size)
+        # the MC labels at this level are the ML targets of the same level made exclusive (no blend of classes)
+        for sample in range(2):
+            exclusive = exclusive_labels(ml[level][sample].numpy().astype(bool))
+            assert np.array_equal(exclusive, mc[level][sample].numpy())
+        assert torch.equal(F.one_hot(mc[level], 4).movedim(-1, 1)[:, 1:].float(), mlx[level])
+        # and Eq. 2's known-voxel mask of a level is the full-resolution mask at the same voxels
+        step = 2**level
+        assert torch.equal(known_voxel_mask(mc[level], weights),
+                           known_voxel_mask(mc[0], weights)[:, ::step, ::step, ::step])
+
+
+def test_deep_supervision_weights_halve_and_levels_add_up() -> None:
+    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    # Two levels, all logits 0 (p = 1/2, so every BCE term is ln 2), all classes annotated.
+    # Full resolution 2x2x2 with one foreground voxel, at (1, 1, 1), in every class:
+    #   Dice = 1 - (2*0.5 + 1) / (1 + 8*0.25 + 1) = 1 - 2/4 = 1/2
+    # Level 1 (1 voxel) takes the first voxel of the block, (0, 0, 0): background:
+    #   Dice = 1 - 1 / (0 + 0.25 + 1) = 1/5
+    # total = 2/3 (ln 2 + 1/2) + 1/3 (ln 2 + 1/5) = ln 2 + 0.4 = 1.0931472
+    outputs = [torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 3, 1, 1, 1)]
+    masks = torch.zeros(1, 3, 2, 2, 2)
+    masks[..., 1, 1, 1] = 1.0
+    assert lvt_loss(outputs, masks, torch.ones(1, 3), "ml").item() == pytest.approx(1.0931472, abs=1e-6)
