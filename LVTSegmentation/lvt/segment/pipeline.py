@@ -22,14 +22,15 @@ from lvt.atomic import atomic_folder
 from lvt.errors import InputError
 from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
 from lvt.image import AIR_HU, Image
-from lvt.labels import LIVER, PROBABILITY_THRESHOLD, TUMOR, whole_liver
+from lvt.labels import whole_liver
 from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
-from lvt.segment.postprocess import PostprocessConfig, largest_component, postprocess
+from lvt.segment.postprocess import PostprocessConfig, liver_region, postprocess
 
 if TYPE_CHECKING:
     from vtkmodules.vtkCommonDataModel import vtkPolyData
 
     from lvt.measure.volumes_and_lesions import Lesion
+    from lvt.segment.network_config import TargetKind
     from lvt.segment.predict import Predictor, WindowStats
 
 REGION_MARGIN_MM = 10.0
@@ -71,24 +72,25 @@ def segment_image(
     check_cancel(cancel)
     with _timed(timings, "postprocess"):
         report(progress, "postprocess", 0, 1, "labels on the input grid")
-        labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig(), cancel)
+        labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig(),
+                                                manifest.target, cancel)
         report(progress, "postprocess", 1, 1, "done")
     return SegmentationResult(ct.with_array(labels), dropped, stats, timings)
 
 
 def _labels_on_input_grid(ct: Image, model_image: Image, probabilities: np.ndarray, config: PostprocessConfig,
-                          cancel: threading.Event | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Resample probabilities back only around the liver, threshold and clean up there."""
+                          target: TargetKind = "ml", cancel: threading.Event | None = None
+                          ) -> tuple[np.ndarray, list[dict]]:
+    """Resample probabilities back only around the liver, decode (the manifest's target kind) and clean up there."""
     labels = np.zeros(ct.array.shape, dtype=np.uint8)
-    region = largest_component((probabilities[LIVER] > PROBABILITY_THRESHOLD)
-                               | (probabilities[TUMOR] > PROBABILITY_THRESHOLD))
+    region = liver_region(probabilities, target)
     box = bounding_box_in(ct, model_image, region, REGION_MARGIN_MM) if region.any() else None
     if box is None:
         return labels, []
     ct_region = crop(ct, box)
     local = resample_channels_like(probabilities, model_image, ct_region)
     check_cancel(cancel)
-    result = postprocess(local, ct_region, config)
+    result = postprocess(local, ct_region, config, target)
     labels[box] = result.labels
     return labels, result.dropped_tumors
 
