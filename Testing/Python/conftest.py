@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -26,6 +29,23 @@ def rotation(axis: int, degrees: float) -> np.ndarray:
     matrix = np.eye(3)
     matrix[[a, a, b, b], [a, b, a, b]] = [c, -s, s, c]
     return matrix
+
+
+def load_module_file(path: Path, name: str) -> ModuleType:
+    """Import one Python file that is not on ``sys.path`` (a script, a Qt-free Slicer-side module) on its own.
+
+    The module is in ``sys.modules`` while it executes (dataclasses look their module up there) and
+    removed afterwards, so loading it leaves no trace for other tests.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from lvt.grid import (
     bounding_box_in,
@@ -19,15 +20,6 @@ from lvt.image import Image, ijk_to_ras_matrix
 
 COS30 = np.sqrt(3.0) / 2.0
 
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    """Right-handed rotation about one LPS axis."""
-    angle = np.radians(degrees)
-    c, s = np.cos(angle), np.sin(angle)
-    a, b = [x for x in range(3) if x != axis]
-    matrix = np.eye(3)
-    matrix[a, a], matrix[a, b], matrix[b, a], matrix[b, b] = c, -s, s, c
-    return matrix
 
 
 def oblique_flipped_direction() -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_module_file
 
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import COMMANDS, EXIT_BAD_INPUT, report_done, report_failure, run
@@ -27,15 +27,7 @@ PROCESS_FILE = REPO / "LVTSegmentation" / "LVTSegmentationLib" / "process.py"
 @pytest.fixture(scope="module")
 def slicer_process() -> ModuleType:
     """The Slicer module's reader of `--progress json` (Qt-free), loaded alone: the other side of the contract."""
-    spec = importlib.util.spec_from_file_location("lvt_slicer_process", PROCESS_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_module_file(PROCESS_FILE, "lvt_slicer_process")
 
 
 def test_bar_goes_to_stderr_with_stage_and_overall_fraction(capsys: pytest.CaptureFixture) -> None:

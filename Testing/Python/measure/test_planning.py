@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from lvt.image import Image
 from lvt.measure.planning import liver_remnant, planning_summary, vessel_branches, vessel_proximity
@@ -15,14 +16,10 @@ SPACING_MM = (0.8, 0.9, 2.0)  # anisotropic, and the grid is rotated about S bel
 TUMOR_RADIUS_MM = 10.0
 
 
-def _rotation_about_s(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
 
 def _grid(shape_kji: tuple[int, int, int], spacing_mm=SPACING_MM, degrees: float = 20.0) -> Image:
     """An empty grid whose centre voxel sits at the LPS origin."""
-    direction = _rotation_about_s(degrees)
+    direction = rotation(2, degrees)
     empty = Image(np.zeros(shape_kji, np.uint8), spacing_mm, (0.0, 0.0, 0.0), direction)
     origin = -empty.ijk_to_lps((np.array(shape_kji[::-1]) - 1) / 2.0)[0]
     return Image(empty.array, spacing_mm, tuple(origin), direction)

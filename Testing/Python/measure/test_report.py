@@ -7,6 +7,7 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import rotation
 
 import lvt.measure.html
 from lvt.image import Image
@@ -21,10 +22,6 @@ SCHEMA_KEYS = {"lvt_version", "model", "input", "liver", "liver_cut_by_image_edg
                "inference", "model_reliability", "warnings"}
 TUMOR_CENTRE_LPS = np.array([-60.0, -25.0, 20.0])  # patient's right, anterior, superior of the middle
 
-
-def _rotation_about_s(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _phantom(direction: np.ndarray) -> tuple[Image, Image]:
@@ -55,7 +52,7 @@ def _phantom(direction: np.ndarray) -> tuple[Image, Image]:
 
 @pytest.fixture(scope="module")
 def phantom() -> tuple[Image, Image]:
-    return _phantom(_rotation_about_s(20.0) @ np.diag([-1.0, 1.0, -1.0]))
+    return _phantom(rotation(2, 20.0) @ np.diag([-1.0, 1.0, -1.0]))
 
 
 def _report(labels: Image, **overrides) -> dict:

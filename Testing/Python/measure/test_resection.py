@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicerio
+from conftest import rotation
 
 from lvt.cli.main import run
 from lvt.image import Image
@@ -25,10 +26,6 @@ CUT_X_MM = 12.0  # the region is x > 12 mm (patient left of the plane)
 RESECTED_TUMOR_CENTRE, REMNANT_TUMOR_CENTRE = np.array([32.0, 0.0, 0.0]), np.array([-25.0, 8.0, -4.0])
 
 
-def _rotation_about_s(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
 
 def _centres(grid: Image) -> np.ndarray:
     k, j, i = np.indices(grid.array.shape)
@@ -37,7 +34,7 @@ def _centres(grid: Image) -> np.ndarray:
 
 def _grid() -> Image:
     """A grid rotated 25 degrees about S whose centre voxel is the LPS origin."""
-    shape_kji, spacing, direction = (34, 96, 96), (1.4, 1.3, 2.5), _rotation_about_s(25.0)
+    shape_kji, spacing, direction = (34, 96, 96), (1.4, 1.3, 2.5), rotation(2, 25.0)
     empty = Image(np.zeros(shape_kji, np.uint8), spacing, (0.0, 0.0, 0.0), direction)
     origin = -empty.ijk_to_lps((np.array(shape_kji[::-1]) - 1) / 2.0)[0]
     return Image(empty.array, spacing, tuple(origin), direction)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rotation
 from scipy import ndimage
 
 from lvt.labels import LIVER, TUMOR, VESSEL, exclusive_labels
@@ -18,13 +19,6 @@ def _liver_stats(phantom) -> tuple[float, np.ndarray]:
     centroid = phantom.image.ijk_to_lps(np.stack([i, j, k], axis=1).astype(float)).mean(axis=0)
     return float(phantom.truth[LIVER].sum() * phantom.image.voxel_volume_ml), centroid
 
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    matrix = np.eye(3)
-    matrix[a, a], matrix[a, b], matrix[b, a], matrix[b, b] = c, -s, s, c
-    return matrix
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +71,7 @@ def test_liver_sits_on_the_patient_right_with_a_realistic_volume(seed):
 
 def test_same_seed_on_an_oblique_flipped_anisotropic_grid_is_the_same_patient():
     straight = make_phantom(PhantomConfig(seed=7, spacing_mm=(3.0, 3.0, 3.0), n_tumors=(2, 2)))
-    direction = _rotation(2, 20.0) @ _rotation(0, 12.0) @ np.diag([-1.0, 1.0, -1.0])
+    direction = rotation(2, 20.0) @ rotation(0, 12.0) @ np.diag([-1.0, 1.0, -1.0])
     oblique = make_phantom(PhantomConfig(seed=7, spacing_mm=(2.5, 3.0, 5.0), field_of_view_mm=(400, 360, 300),
                                          direction=direction, n_tumors=(2, 2)))
     assert np.allclose(oblique.image.direction, direction)

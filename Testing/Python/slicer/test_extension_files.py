@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_module_file
 
 ROOT = REPO
 SEGMENTATION_MODULE = ROOT / "LVTSegmentation"
@@ -333,13 +333,7 @@ def test_logic_package_is_qt_free_and_takes_only_mrml_classes_from_slicer():
 def test_core_requirements_cover_the_core_dependencies():
     """Every dependency of the core is either installed on first use or provided by Slicer/PyTorch."""
     path = SEGMENTATION_MODULE / "LVTSegmentationLib" / "environment.py"
-    spec = importlib.util.spec_from_file_location("lvt_environment", path)
-    environment = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = environment  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(environment)
-    finally:
-        del sys.modules[spec.name]
+    environment = load_module_file(path, "lvt_environment")
     dependencies = [d for d in importlib.metadata.requires("lvt-segmentation") if "extra ==" not in d]
     names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in dependencies}
     installed = {re.split(r"[<>=!~\[ ;]", r.pip_spec, maxsplit=1)[0].lower() for r in environment.CORE_REQUIREMENTS}
@@ -382,10 +376,7 @@ def test_s4ext_matches_the_cmake_metadata():
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location("lvt_train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_file(TRAIN_SCRIPT, "lvt_train_script")
 
 
 def test_train_script_finds_the_core_in_the_source_tree_and_in_an_installed_extension(tmp_path):

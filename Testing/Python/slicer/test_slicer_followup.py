@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, rotation
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
@@ -41,14 +41,10 @@ GROWN_A = (TUMOR_A[0], 11.0)
 CUT_X_MM = 5.0  # the resection region is x > 5 mm
 
 
-def _rotation_about_s(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
 
 def _grid(spacing_mm: tuple[float, float, float], shape_kji: tuple[int, int, int], degrees: float) -> Image:
     """A grid rotated about S whose centre voxel is the LPS origin."""
-    empty = Image(np.zeros(shape_kji, np.uint8), spacing_mm, (0.0, 0.0, 0.0), _rotation_about_s(degrees))
+    empty = Image(np.zeros(shape_kji, np.uint8), spacing_mm, (0.0, 0.0, 0.0), rotation(2, degrees))
     origin = -empty.ijk_to_lps((np.array(shape_kji[::-1]) - 1) / 2.0)[0]
     return Image(empty.array, spacing_mm, tuple(origin), empty.direction)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import REPO
+from conftest import REPO, rotation
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
@@ -42,13 +42,6 @@ from lvt.measure.volumes_and_lesions import measure_labels  # noqa: E402
 LIVER, VESSEL, TUMOR = (s.label_value for s in STRUCTURES)
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-    a, b = [n for n in range(3) if n != axis]
-    matrix = np.eye(3)
-    matrix[a, a], matrix[a, b], matrix[b, a], matrix[b, b] = c, -s, s, c
-    return matrix
-
 
 def _phantom_labels() -> Image:
     """Ellipsoid liver with a tube vessel and two spherical tumors, drawn in LPS mm on an oblique grid.
@@ -56,7 +49,7 @@ def _phantom_labels() -> Image:
     The grid is rotated 30 degrees about S and tilted 8 degrees about L, with spacing 0.9 x 1.2 x 2.5 mm,
     so any i/j/k or LPS/RAS mix-up moves voxels.
     """
-    direction = _rotation(2, 30.0) @ _rotation(0, 8.0)
+    direction = rotation(2, 30.0) @ rotation(0, 8.0)
     grid = Image(np.zeros((26, 64, 72), np.uint8), (0.9, 1.2, 2.5), (-35.0, 20.0, -30.0), direction)
     k, j, i = np.indices(grid.array.shape)
     ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1)
