@@ -6,7 +6,6 @@ The core is imported when the command runs (only the registration defaults are r
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 from lvt.cli.console import cancel_on_signals, make_progress
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                           min_ct_correlation=args.min_ct_correlation)
     except ValueError as error:
         raise InputError(None, f"registration thresholds: {error}") from error
-    options = replace(SegmentOptions.from_args(args), overwrite=False, write_surfaces=False)
+    options = SegmentOptions.from_args(args)
     with cancel_on_signals() as cancel:
         document = compare_files(args.inputs, args.output, options, CompareConfig(registration=registration),
                                  names=args.names, overwrite=args.overwrite, progress=make_progress(args.progress),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from lvt.cli.console import cancel_on_signals, make_progress
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from lvt.followup.volumetry import volumetry_files
     from lvt.segment.pipeline import SegmentOptions
 
-    options = replace(SegmentOptions.from_args(args), overwrite=False, write_surfaces=False)
+    options = SegmentOptions.from_args(args)
     with cancel_on_signals() as cancel:
         document = volumetry_files(args.inputs, args.output, options, names=args.names,
                                    threshold_percent=args.threshold_percent, overwrite=args.overwrite,

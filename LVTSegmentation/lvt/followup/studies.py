@@ -88,13 +88,16 @@ def load_studies(inputs: Sequence[Path], names: Sequence[str], staging: Path, op
         inputs: CT files or DICOM folders, or ``lvt segment`` output folders.
         names: one name per input (see :func:`study_names`).
         staging: the output folder being written; per-study segmentations go under ``studies/``.
-        options: :class:`lvt.segment.pipeline.SegmentOptions` for the CTs.
+        options: :class:`lvt.segment.pipeline.SegmentOptions` for the CTs. Each study is segmented into a
+            fresh folder of its own and follow-up reads only its labels and report, so ``overwrite`` and
+            ``write_surfaces`` are always off there.
         progress: receives "segment" and "read" events per study.
         cancel: checked between studies.
     """
     from lvt.io import read_image
     from lvt.segment.pipeline import segment_file
 
+    options = replace(options, overwrite=False, write_surfaces=False)
     studies = []
     for index, (path, name) in enumerate(zip(inputs, names, strict=True)):
         check_cancel(cancel)
