@@ -14,12 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from lvt.errors import InputError
 from lvt.segment.network_config import NetworkConfig
 from lvt.segment.window import RandomWindowing, Window
-from lvt.train.data.specs import SPEC_FIELDS, DatasetSpec
+from lvt.train.data.specs import SPEC_FIELDS, DatasetSpec, read_yaml
 from lvt.train.known_fields import unknown_fields_problem
 
 if TYPE_CHECKING:
@@ -85,10 +83,6 @@ class AugmentConfig:
             raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
         if not 0.0 <= self.rotation_max_degrees <= 180.0:
             raise ValueError(f"rotation_max_degrees must be in [0, 180], got {self.rotation_max_degrees}")
-
-    @property
-    def is_spatial(self) -> bool:
-        return max(self.scale_probability, self.rotation_probability, self.flip_probability) > 0
 
 
 @dataclass(frozen=True)
@@ -284,12 +278,7 @@ def load_training_config(path: Path | str, **overrides: Any) -> TrainingConfig:
         InputError: the file is missing, unparsable or invalid (the message names the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "training config not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InputError(path, f"not valid YAML/JSON: {error}") from error
+    data = read_yaml(path, "training config")
     if not isinstance(data, dict):
         raise InputError(path, "a training config must be a mapping of fields")
     data.update({k: v for k, v in overrides.items() if v is not None})

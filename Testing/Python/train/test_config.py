@@ -98,3 +98,21 @@ def test_the_shipped_training_config_is_valid_and_keeps_its_datasets_as_written(
     written = config.to_dict()["datasets"][1]
     assert written["spec"]["root"] == "../../../shared/data/totalsegmentator_example"
     assert written["synthetic_tumor_variants"] == 6 and "synthetic_tumor_variants" not in written["spec"]
+
+
+def test_training_config_and_dataset_spec_files_are_read_by_one_reader(tmp_path):
+    """Missing, undecodable and unparsable files are InputErrors naming the file, for both kinds of file."""
+    from lvt.train.config import load_training_config
+    from lvt.train.data.specs import load_spec_file
+
+    for load, what in ((load_training_config, "training config"), (load_spec_file, "dataset spec")):
+        with pytest.raises(InputError, match=f"{what} not found"):
+            load(tmp_path / "absent.yaml")
+        latin1 = tmp_path / "latin1.yaml"
+        latin1.write_bytes(b"name: f\xf6ie\n")
+        with pytest.raises(InputError, match=rf"latin1\.yaml: cannot read the {what}"):
+            load(latin1)
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("name: [unclosed\n", encoding="utf-8")
+        with pytest.raises(InputError, match=r"broken\.yaml: is not valid YAML/JSON"):
+            load(broken)

@@ -255,7 +255,7 @@ def load_spec_file(path: str | Path) -> DatasetSpec:
         InputError: unreadable file, invalid YAML, or an invalid field (named).
     """
     path = Path(path)
-    return DatasetSpec.from_dict(_read_yaml(path), source=str(path), base_dir=path.parent)
+    return DatasetSpec.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)
 
 
 def builtin_spec_names() -> list[str]:
@@ -288,7 +288,7 @@ def _merged_with_builtin(data: Mapping[str, Any], base_dir: str | Path | None) -
     path = BUILTIN_SPEC_DIR / f"{name}.yaml"
     if not isinstance(name, str) or not path.is_file():
         raise ValueError(f"field 'builtin': no built-in spec named {name!r}; known: {', '.join(builtin_spec_names())}")
-    merged = dict(_read_yaml(path))
+    merged = dict(read_yaml(path))
     for key in ("root", "label_root"):
         merged[key] = parse_folder(merged.get(key), path.parent, key)
         if data.get(key) is not None:
@@ -297,15 +297,18 @@ def _merged_with_builtin(data: Mapping[str, Any], base_dir: str | Path | None) -
     return merged
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, what: str = "dataset spec") -> Any:
+    """The parsed content of a YAML (or JSON) file; every way it can fail is an InputError naming ``what``."""
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(path, f"cannot read the dataset spec ({error.strerror or error})") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot read the {what} ({getattr(error, 'strerror', None) or error})") from error
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise InputError(path, f"is not valid YAML ({error})") from error
+        raise InputError(path, f"is not valid YAML/JSON ({error})") from error
 
 
 def spec_fingerprint(spec: DatasetSpec) -> str:
