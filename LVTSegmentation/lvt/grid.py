@@ -92,31 +92,34 @@ def _set_sitk_grid(
     sitk_image.SetDirection([float(v) for v in np.asarray(direction).reshape(-1)])
 
 
-def canonical_grid(image: Image, spacing_mm: tuple[float, float, float]) -> Image:
-    """The axis-aligned LPS grid at ``spacing_mm`` that covers the whole physical extent of ``image``.
+def canonical_grid(image: Image, spacing_mm: tuple[float, float, float] | np.ndarray,
+                   direction: np.ndarray | None = None) -> Image:
+    """The grid at ``spacing_mm`` along ``direction`` (default: the LPS axes) that covers all of ``image``.
 
     The extent is the box spanned by the outer faces of the input voxels (continuous indices -0.5 to
-    n-0.5), whatever the input orientation. The output grid is centred on that box, so an input that
-    is already axis-aligned at ``spacing_mm`` keeps exactly its own grid.
+    n-0.5), whatever the input orientation, measured along the output axes. The output grid is
+    centred on that box, so an input that already lies on such a grid keeps exactly its own grid.
 
     Args:
         image: any grid (oblique direction cosines and flipped axes allowed).
         spacing_mm: output spacing in (x, y, z) = (i, j, k) order, millimetres.
+        direction: output axes as the columns of an orthonormal 3x3 matrix (LPS); None for identity.
 
     Returns:
-        An :class:`Image` with identity direction whose array is a read-only zero-stride view of 0
-        (a grid description that costs no memory).
+        An :class:`Image` whose array is a read-only zero-stride view of 0 (a grid description that
+        costs no memory).
     """
     spacing = np.asarray(spacing_mm, dtype=float)
     if spacing.shape != (3,) or np.any(spacing <= 0):
         raise ValueError(f"spacing must be three positive numbers, got {spacing_mm}")
-    corners = image.extent_corners_lps()
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    axes = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
+    along_axes = image.extent_corners_lps() @ axes  # corner coordinates along each output axis
+    low, high = along_axes.min(axis=0), along_axes.max(axis=0)
     # A small tolerance keeps an extent of exactly n voxels from rounding up to n + 1.
     size_ijk = np.maximum(1, np.ceil((high - low) / spacing - 1e-4)).astype(int)
-    origin = (low + high) / 2.0 - (size_ijk - 1) / 2.0 * spacing
+    first_centre = (low + high) / 2.0 - (size_ijk - 1) / 2.0 * spacing
     array = np.broadcast_to(np.zeros((), dtype=np.uint8), tuple(int(n) for n in size_ijk[::-1]))
-    return Image(array, tuple(spacing), tuple(origin), np.eye(3))
+    return Image(array, tuple(spacing), tuple(axes @ first_centre), axes)
 
 
 def resample_to_spacing(

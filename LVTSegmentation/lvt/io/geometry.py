@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lvt.errors import InputError
-from lvt.grid import resample_like
+from lvt.grid import canonical_grid, resample_like
 from lvt.image import AIR_HU, Image, corner_points
 
 MIN_SPACING_MM = 0.05
@@ -51,7 +51,7 @@ def rectangular_grid(path: object, image: Image) -> tuple[Image, str | None]:
         if np.allclose(lengths, image.spacing_mm, rtol=1e-6):
             return image, None
         return Image(image.array, tuple(lengths), image.origin_lps_mm, matrix / lengths), None
-    grid = _covering_grid(image, q, spacing)
+    grid = canonical_grid(image, spacing, direction=q)
     resampled = resample_like(image, grid, interpolation="linear", default_value=AIR_HU)
     cosines = np.clip(np.sum(matrix * q, axis=0) / np.linalg.norm(matrix, axis=0), -1.0, 1.0)
     angle = float(np.degrees(np.arccos(cosines)).max())
@@ -86,12 +86,3 @@ def _shear(path: object, image: Image) -> tuple[np.ndarray, np.ndarray, float]:
     drift_mm = float(np.linalg.norm(corners @ (r - np.diag(spacing)).T, axis=1).max())
     return q, spacing, drift_mm
 
-
-def _covering_grid(image: Image, direction: np.ndarray, spacing: np.ndarray) -> Image:
-    """A grid with the given axes and spacing that covers the physical extent of ``image``, centred on it."""
-    along_axes = image.extent_corners_lps() @ direction  # corner coordinates along each new axis
-    low, high = along_axes.min(axis=0), along_axes.max(axis=0)
-    size = np.maximum(1, np.ceil((high - low) / spacing - 1e-4)).astype(int)
-    first_center = (low + high) / 2.0 - (size - 1) / 2.0 * spacing
-    array = np.broadcast_to(np.zeros((), dtype=np.uint8), tuple(int(n) for n in size[::-1]))
-    return Image(array, tuple(spacing), tuple(direction @ first_center), direction)
