@@ -101,9 +101,12 @@ def report_done(args: argparse.Namespace, output: Path) -> int:
 
 
 def add_strict_argument(parser: argparse.ArgumentParser) -> None:
+    """``--strict``: the report's doubts (:func:`lvt.measure.reliability.reliability_problems`) become exit 2."""
+    from lvt.measure.reliability import MIN_LIVER_ML
+
     parser.add_argument("--strict", action="store_true",
-                        help="exit 2 when the report finds no liver, a liver under 200 mL or a liver cut by the scan "
-                             "(the output folder is still written, for review)")
+                        help=f"exit 2 when the report finds no liver, a liver under {MIN_LIVER_ML:.0f} mL or a liver "
+                             "cut by the scan (the output folder is still written, for review)")
 
 
 def report_document(args: argparse.Namespace, document: Mapping, output: Path) -> int:

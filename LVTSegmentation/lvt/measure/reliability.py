@@ -27,7 +27,7 @@ def reliability_problems(report: Mapping) -> list[str]:
     """
     liver_ml = float(report["liver"]["whole_volume_ml"])
     problems = []
-    if liver_ml == 0.0:
+    if not liver_found(report):
         problems.append("No liver found in this image (does the scan cover the liver?): no lesion assessment was "
                         "made, so finding no lesion here is not a negative finding.")
     elif liver_ml < MIN_LIVER_ML:
@@ -35,7 +35,7 @@ def reliability_problems(report: Mapping) -> list[str]:
                         "1,000 to 2,000 mL): the scan covers only part of it or the segmentation failed; do not use "
                         "the volumes or the lesion table as they stand.")
     sides = report.get("liver_cut_by_image_edge") or []
-    if sides and liver_ml > 0.0:
+    if sides and liver_found(report):
         problems.append(f"The liver reaches {cut_sides_text(sides)}: it goes on beyond the image, so the whole-liver "
                         f"volume ({liver_ml:.1f} mL) is a lower bound and lesions there are not assessed.")
     return problems
