@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from slicer import vtkMRMLNode, vtkMRMLScene, vtkMRMLSubjectHierarchyNode
+from slicer import (
+    vtkMRMLNode,
+    vtkMRMLScene,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSubjectHierarchyConstants,
+    vtkMRMLSubjectHierarchyNode,
+)
 
 
 def item_of(scene: vtkMRMLScene, node: vtkMRMLNode) -> int:
@@ -44,3 +50,28 @@ def results_folder(scene: vtkMRMLScene, parent_item: int, name: str) -> int:
     hierarchy = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     folder = hierarchy.GetItemChildWithName(parent_item, name)
     return folder if folder else hierarchy.CreateFolderItem(parent_item, name)
+
+
+def loaded_from_dicom(scene: vtkMRMLScene, volume_node: vtkMRMLNode | None) -> bool:
+    """Whether the volume came from Slicer's DICOM database: its item holds the SOP instance UIDs.
+
+    Slicer's DICOM plugins record them when they load a series (DICOMPlugin.addSeriesInSubjectHierarchy);
+    a DICOM Segmentation of the results must reference them, so without them there is nothing to export to.
+    """
+    if volume_node is None:
+        return False
+    hierarchy = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(volume_node)
+    uid_name = vtkMRMLSubjectHierarchyConstants.GetDICOMInstanceUIDName()
+    return bool(item) and bool(hierarchy.GetItemUID(item, uid_name))
+
+
+def dicom_export_item(scene: vtkMRMLScene, segmentation_node: vtkMRMLSegmentationNode | None) -> int | None:
+    """The segmentation's item for Slicer's DICOM export dialog, or None when its CT did not come from DICOM.
+
+    The CT is the segmentation's reference geometry volume (set when the results were loaded).
+    """
+    if segmentation_node is None:
+        return None
+    volume = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+    return item_of(scene, segmentation_node) if loaded_from_dicom(scene, volume) else None

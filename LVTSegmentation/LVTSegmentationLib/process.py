@@ -16,6 +16,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+_WAIT_STEP_S = 0.05  # how often wait() checks whether a cancelled child is due to be killed
 
 
 @dataclass(frozen=True)
@@ -212,12 +214,12 @@ def child_environment(base: Mapping[str, str], core_dir: str | Path) -> dict[str
     return env
 
 
-def kill_process_tree(pid: int, grace_s: float = 3.0) -> None:
-    """End a process and all its descendants: SIGTERM first (the core cleans up), then SIGKILL.
+def terminate_tree(pid: int) -> list:
+    """SIGTERM to a process and all its descendants, so the core can clean up; returns them (psutil).
 
     The children are listed before anything is signalled: once the parent is gone its children
     are re-parented and could no longer be found (``proc.kill()`` alone would leave torch workers
-    running, as MONAIAuto3DSeg notes).
+    running, as MONAIAuto3DSeg notes). Never waits.
     """
     import psutil  # here, not at the top: Slicer may lack it until the first-use install
 
@@ -225,15 +227,25 @@ def kill_process_tree(pid: int, grace_s: float = 3.0) -> None:
         parent = psutil.Process(pid)
         processes = [*parent.children(recursive=True), parent]
     except psutil.NoSuchProcess:
-        return
+        return []
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
+    return processes
+
+
+def kill_survivors(processes: Sequence) -> None:
+    """SIGKILL to those of ``processes`` still running and to any child they started since; never waits."""
+    import psutil
+
+    survivors = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running():
+                survivors += [*process.children(recursive=True), process]
+    for process in survivors:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
 
 
 class BackgroundProcess:
@@ -247,6 +259,8 @@ class BackgroundProcess:
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._cancel_requested = False
+        self._terminated: list = []  # psutil processes sent SIGTERM by stop(), not yet killed
+        self._kill_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -288,7 +302,11 @@ class BackgroundProcess:
         self._events.put(ExitEvent(returncode, self._cancel_requested))
 
     def events(self) -> list[Event]:
-        """All events that arrived since the last call; never blocks (call it from a timer)."""
+        """All events that arrived since the last call; never blocks (call it from a timer).
+
+        After :meth:`stop`, each call also kills what ignored SIGTERM once the grace period is over.
+        """
+        self._kill_when_overdue()
         drained: list[Event] = []
         while True:
             try:
@@ -297,11 +315,27 @@ class BackgroundProcess:
                 return drained
 
     def stop(self, grace_s: float = 3.0) -> None:
-        """Cancel: end the whole process tree. An :class:`ExitEvent` with ``cancelled`` follows."""
+        """Cancel without waiting: SIGTERM to the whole process tree now, SIGKILL to what is left later.
+
+        The kill happens in the first :meth:`events` or :meth:`wait` call after ``grace_s`` seconds
+        (the widget's timer calls :meth:`events`), so the GUI never waits for the child; with
+        ``grace_s`` 0 it happens at once; a second call can only bring the kill forward. An
+        :class:`ExitEvent` with ``cancelled`` follows.
+        """
         if self._process is None or self._process.poll() is not None:
             return
-        self._cancel_requested = True
-        kill_process_tree(self._process.pid, grace_s)
+        if self._cancel_requested:
+            self._kill_at = min(self._kill_at, time.monotonic() + grace_s)
+        else:
+            self._cancel_requested = True
+            self._terminated = terminate_tree(self._process.pid)
+            self._kill_at = time.monotonic() + grace_s
+        self._kill_when_overdue()
+
+    def _kill_when_overdue(self) -> None:
+        if self._terminated and time.monotonic() >= self._kill_at:
+            processes, self._terminated = self._terminated, []
+            kill_survivors(processes)
 
     def wait(self, timeout_s: float | None = None) -> list[Event]:
         """Block until the child has ended and its output is read; return the remaining events.
@@ -311,6 +345,10 @@ class BackgroundProcess:
         """
         if self._process is None or self._reader is None:
             raise RuntimeError("the process was not started")
-        self._process.wait(timeout_s)
-        self._reader.join(timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._reader.is_alive():
+            self._kill_when_overdue()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.command, timeout_s)
+            self._reader.join(_WAIT_STEP_S)
         return self.events()

@@ -156,6 +156,9 @@ def create_closed_surfaces(segmentation_node: vtkMRMLSegmentationNode, smoothing
         )
         if surface is not None:
             segmentation.GetSegment(segment_id).AddRepresentation(CLOSED_SURFACE, surface)
+            # The caller owns the returned object (vtkSlicerSegmentationsModuleLogic.h: "Need to take
+            # ownership"); the Python wrapper holds its own reference, so release the creator's one.
+            surface.UnRegister(None)
     segmentation.SetConversionParameter(SMOOTHING_PARAMETER, str(float(smoothing["liver"])))
     segmentation_node.CreateClosedSurfaceRepresentation()
     display = segmentation_node.GetDisplayNode()

@@ -18,6 +18,7 @@ from pathlib import Path
 from lvt.errors import InputError
 
 LOCK_SUFFIX = ".lvt-lock"
+STAGING_MARK, RETIRED_MARK = ".partial-", ".old-"  # in the names of atomic_folder's temporaries
 
 
 @contextlib.contextmanager
@@ -71,7 +72,7 @@ def _prepare(stack: contextlib.ExitStack, path: Path, lock: bool) -> Path:
         stack.callback(_remove_empty_folders, _make_folders(path.parent))
         if lock:
             stack.enter_context(lock_beside(path))
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{STAGING_MARK}", dir=path.parent))
     except OSError as error:
         raise InputError(path, f"cannot create the output folder ({error.strerror or error})") from error
     stack.callback(shutil.rmtree, staging, ignore_errors=True)
@@ -86,11 +87,27 @@ def _publish(staging: Path, path: Path, replace: bool) -> None:
         if not replace:
             raise InputError(path, "appeared while this run was writing it; it was not replaced "
                                    "(use --overwrite to replace it)")
-        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}{RETIRED_MARK}", dir=path.parent))
         os.replace(path, retired / path.name)
     os.replace(staging, path)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def remove_leftovers(path: Path | str) -> list[Path]:
+    """Remove the temporaries that a killed writer of ``path`` left beside it; return them.
+
+    A process killed outright (SIGKILL, out of memory) cannot clean up; call this while holding
+    ``path``'s lock (:func:`lock_beside`), so that no live writer's temporaries are taken.
+    """
+    path = Path(path)
+    prefixes = (f".{path.name}{STAGING_MARK}", f".{path.name}{RETIRED_MARK}")
+    siblings = path.parent.iterdir() if path.parent.is_dir() else iter(())
+    found = sorted(p for p in siblings for prefix in prefixes  # mkdtemp's random tail has no dot: not "a.old-b"'s
+                   if p.name.startswith(prefix) and "." not in p.name[len(prefix):])
+    for leftover in found:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return found
 
 
 def _make_folders(folder: Path) -> list[Path]:

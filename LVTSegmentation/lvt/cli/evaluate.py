@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lvt.cli.main import EXIT_BAD_INPUT, report_failure
 from lvt.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NSD tolerances, default liver=7 vessel=3 tumor=3")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A_CSV", "B_CSV"),
                         help="instead of evaluating: paired Wilcoxon test between two per_case.csv files")
+    parser.add_argument("--runs", nargs="+", type=Path, metavar="EVAL",
+                        help="instead of evaluating: mean ± sd over runs or folds of several evaluations "
+                             "(output folders of lvt evaluate, or their per_case.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
@@ -65,24 +69,27 @@ def run(args: argparse.Namespace) -> int:
     """Run ``lvt evaluate`` from parsed arguments; print the summary table.
 
     Returns:
-        0 on success, 2 for bad input (the message, naming file and problem, goes to stderr).
+        0 on success, 2 for bad input (one ``lvt: error:`` line naming file and problem on stderr).
     """
     from lvt.evaluate.paired import compare_per_case_files
     from lvt.evaluate.run import evaluate_folder
+    from lvt.evaluate.runs import summarize_run_folders
 
     try:
+        if sum(bool(x) for x in (args.compare, args.runs, args.pred or args.truth)) > 1:
+            raise InputError(None, "give one of --pred/--truth, --compare A.csv B.csv or --runs EVAL ...")
+        if args.runs:
+            sys.stdout.write(summarize_run_folders(args.runs, args.output, args.overwrite))
+            return 0
         if args.compare is not None:
-            if args.pred or args.truth:
-                raise InputError(None, "give either --compare A.csv B.csv or --pred/--truth, not both")
             a_csv, b_csv = args.compare
             sys.stdout.write(compare_per_case_files(a_csv, b_csv, args.output, args.overwrite))
             return 0
         if not args.pred or args.truth is None or args.output is None:
-            raise InputError(None, "lvt evaluate needs --pred, --truth and -o (or --compare A.csv B.csv)")
+            raise InputError(None, "lvt evaluate needs --pred, --truth and -o (or --compare A.csv B.csv, or --runs)")
         tolerances = parse_tolerances(args.tolerance_mm)
         result = evaluate_folder(args.pred, args.truth, args.output, tolerances, args.overwrite, _log_progress)
         sys.stdout.write(result.markdown)
         return 0
     except InputError as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 2
+        return report_failure(args, str(error), EXIT_BAD_INPUT)

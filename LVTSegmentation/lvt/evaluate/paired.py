@@ -18,7 +18,7 @@ from scipy import stats
 
 from lvt.atomic import write_text_atomically
 from lvt.errors import InputError
-from lvt.evaluate.scoring import STATUS_OK, SUMMARY_METRICS, Row
+from lvt.evaluate.scoring import LESION_COUNTS, STATUS_OK, SUMMARY_METRICS, Row
 from lvt.evaluate.write import csv_text, prepare_output_folder
 from lvt.labels import CLASS_KEYS
 
@@ -32,6 +32,8 @@ def _parse_cell(text: str) -> float | None:
 
 def read_per_case_csv(path: Path) -> list[Row]:
     """Read a per_case.csv written by :func:`lvt.evaluate.run.evaluate_folder` (numbers parsed, empty cells ``None``).
+
+    The metrics and the lesion counts are read, so the pooled lesion rates can be summarized again.
 
     Raises:
         InputError: when the file is missing, lacks the case/class/status columns, or has a bad number.
@@ -47,7 +49,7 @@ def read_per_case_csv(path: Path) -> list[Row]:
     for record in records:
         row: Row = {"case": record["case"], "class": record["class"], "status": record["status"]}
         try:
-            row.update({m: _parse_cell(record[m]) for m in SUMMARY_METRICS if m in record})
+            row.update({m: _parse_cell(record[m]) for m in (*SUMMARY_METRICS, *LESION_COUNTS) if m in record})
         except ValueError as error:
             raise InputError(path, f"case '{record['case']}': {error}") from error
         rows.append(row)

@@ -169,7 +169,8 @@ class SummaryRow:
     n_not_annotated: int
 
 
-def _summarize_values(key: str, metric: str, values: list[float], n_not_annotated: int) -> SummaryRow:
+def summarize_values(key: str, metric: str, values: list[float], n_not_annotated: int) -> SummaryRow:
+    """Mean ± sample sd of the finite values (over cases, or over runs); infinite ones only counted."""
     finite = [v for v in values if math.isfinite(v)]
     mean = float(np.mean(finite)) if finite else None
     sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
@@ -207,6 +208,6 @@ def summarize(rows: Sequence[Row]) -> list[SummaryRow]:
         metric_names = SUMMARY_METRICS if key == CLASS_KEYS[TUMOR] else CLASS_METRICS
         for metric in metric_names:
             values = [float(r[metric]) for r in scored if r.get(metric) is not None]
-            summary.append(_summarize_values(key, metric, values, len(class_rows) - len(scored)))
+            summary.append(summarize_values(key, metric, values, len(class_rows) - len(scored)))
     return summary + _pooled_lesion_rows(rows)
 

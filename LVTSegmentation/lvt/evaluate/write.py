@@ -37,12 +37,18 @@ def csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> st
     return buffer.getvalue()
 
 
+SUMMARY_COLUMNS: tuple[str, ...] = ("class", "metric", "n", "mean", "sd", "n_infinite", "n_not_annotated")
+
+
+def summary_records(summary: Sequence[SummaryRow]) -> list[dict[str, object]]:
+    """Summary rows as CSV records of :data:`SUMMARY_COLUMNS`."""
+    return [dict(zip(SUMMARY_COLUMNS, (s.class_key, s.metric, s.n, s.mean, s.sd, s.n_infinite, s.n_not_annotated),
+                     strict=True)) for s in summary]
+
+
 def summary_csv_text(summary: Sequence[SummaryRow]) -> str:
     """summary.csv: one row per class and metric."""
-    columns = ("class", "metric", "n", "mean", "sd", "n_infinite", "n_not_annotated")
-    rows = [dict(zip(columns, (s.class_key, s.metric, s.n, s.mean, s.sd, s.n_infinite, s.n_not_annotated),
-                     strict=True)) for s in summary]
-    return csv_text(columns, rows)
+    return csv_text(SUMMARY_COLUMNS, summary_records(summary))
 
 
 def _metric_format(metric: str) -> str:
@@ -62,21 +68,26 @@ def _summary_cell(row: SummaryRow | None) -> str:
     return text + (f", {row.n_infinite} inf" if row.n_infinite else "") + ")"
 
 
-def summary_markdown(summary: Sequence[SummaryRow], n_cases: int, tolerances_mm: Sequence[float]) -> str:
-    """Markdown table: one row per metric, one column per class, cells "mean ± sd (n=...)"."""
+def summary_table(summary: Sequence[SummaryRow]) -> list[str]:
+    """Markdown table lines: one row per metric, one column per class, cells "mean ± sd (n=...)"."""
     by_key = {(s.class_key, s.metric): s for s in summary}
     metric_names = list(dict.fromkeys(s.metric for s in summary))
-    header = "| metric | " + " | ".join(s.segment_name for s in STRUCTURES) + " |"
+    lines = ["| metric | " + " | ".join(s.segment_name for s in STRUCTURES) + " |",
+             "|" + "---|" * (len(STRUCTURES) + 1)]
+    for metric in metric_names:
+        cells = [_summary_cell(by_key.get((key, metric))) for key in CLASS_KEYS]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(summary: Sequence[SummaryRow], n_cases: int, tolerances_mm: Sequence[float]) -> str:
+    """summary.md: what was averaged, then :func:`summary_table`."""
     lines = ["# Evaluation summary", "", f"{n_cases} case{'' if n_cases == 1 else 's'}. NSD tolerances: "
              + ", ".join(f"{k} {t:g} mm" for k, t in zip(CLASS_KEYS, tolerances_mm, strict=True))
              + ". Mean ± sample sd over cases where the class is annotated and the metric is defined; "
              "infinite distances (one mask empty) are counted, not averaged; `*_pooled` rows are ratios of lesion "
-             "counts summed over cases. See docs/metrics.md.", "",
-             header, "|" + "---|" * (len(STRUCTURES) + 1)]
-    for metric in metric_names:
-        cells = [_summary_cell(by_key.get((key, metric))) for key in CLASS_KEYS]
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+             "counts summed over cases. See docs/metrics.md.", ""]
+    return "\n".join(lines + summary_table(summary)) + "\n"
 
 
 def prepare_output_folder(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:

@@ -33,7 +33,8 @@ from scipy.spatial import cKDTree
 from lvt.grid import resample_like
 from lvt.image import Image
 from lvt.labels import TUMOR_LABEL, VESSEL_LABEL, boundary_voxels, label_components, whole_liver
-from lvt.measure.volumes_and_lesions import Lesion, Point3, measure_lesions, point3
+from lvt.measure.region import LabelRegion, shifted
+from lvt.measure.volumes_and_lesions import Lesion, Point3, lesions_in_region, point3
 
 VESSEL_MARGIN_MM = 10.0
 
@@ -55,16 +56,28 @@ def lesion_id_map(tumor: Image, lesions: Sequence[Lesion]) -> np.ndarray:
     Raises:
         ValueError: when a lesion does not correspond to a component of the mask.
     """
-    components, count = label_components(tumor.array.astype(bool))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    region = LabelRegion.of(tumor.array.astype(bool, copy=False))
+    in_region = _lesion_ids(region.array, region.offset_kji, lesions, tumor.voxel_volume_ml)
+    ids = np.zeros(tumor.array.shape, dtype=np.int32)
+    if region.box is not None:
+        ids[region.box] = in_region
+    return ids
+
+
+def _lesion_ids(tumor_kji: np.ndarray, offset_kji: np.ndarray, lesions: Sequence[Lesion],
+                voxel_ml: float) -> np.ndarray:
+    """:func:`lesion_id_map` of a tumor mask given on a box of its grid that starts at ``offset_kji``."""
+    components, count = label_components(tumor_kji)
+    sizes = np.bincount(components[tumor_kji], minlength=count + 1)
     by_key = {}
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
+    for index, box in enumerate(ndimage.find_objects(components) if count else [], start=1):
+        box = shifted(box, offset_kji)
         low = tuple(int(box[a].start) for a in (2, 1, 0))
         high = tuple(int(box[a].stop) - 1 for a in (2, 1, 0))
         by_key[(low, high, int(sizes[index]))] = index
     lookup = np.zeros(count + 1, dtype=np.int32)
     for lesion in lesions:
-        voxels = round(lesion.volume_ml / tumor.voxel_volume_ml)
+        voxels = round(lesion.volume_ml / voxel_ml)
         index = by_key.get((tuple(lesion.bbox_min_ijk), tuple(lesion.bbox_max_ijk), voxels))
         if index is None:
             raise ValueError(f"lesion {lesion.id} is not a component of this tumor mask")
@@ -77,23 +90,31 @@ class VesselBranches:
     """The vessel tree split into 26-connected branches, numbered by decreasing volume.
 
     Attributes:
-        id_map: (Z, Y, X) int32, 0 outside the vessels, else the branch id 1..N.
+        id_map: int32, 0 outside the vessels, else the branch id 1..N, on the box of the label map's
+            nonzero voxels (:class:`~lvt.measure.region.LabelRegion`), which holds every vessel.
         volumes_ml: volume of branch ``n`` at index ``n - 1``.
+        offset_kji: whole-grid index (k, j, i) of ``id_map``'s first voxel.
     """
 
     id_map: np.ndarray
     volumes_ml: tuple[float, ...]
+    offset_kji: np.ndarray
 
 
 def vessel_branches(labels: Image) -> VesselBranches:
     """Number the connected pieces of the vessel label by decreasing volume (see module docstring)."""
-    components, count = label_components(labels.array == VESSEL_LABEL)
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    return _branches(LabelRegion.of(labels.array), labels.voxel_volume_ml)
+
+
+def _branches(region: LabelRegion, voxel_ml: float) -> VesselBranches:
+    vessel = region.array == VESSEL_LABEL
+    components, count = label_components(vessel)
+    sizes = np.bincount(components[vessel], minlength=count + 1)[1:]
     order = np.argsort(-sizes, kind="stable")
     lookup = np.zeros(count + 1, dtype=np.int32)
     lookup[order + 1] = np.arange(1, count + 1, dtype=np.int32)
-    volumes = tuple(float(sizes[i] * labels.voxel_volume_ml) for i in order)
-    return VesselBranches(lookup[components], volumes)
+    volumes = tuple(float(sizes[i] * voxel_ml) for i in order)
+    return VesselBranches(lookup[components], volumes, region.offset_kji)
 
 
 @dataclass(frozen=True)
@@ -169,19 +190,26 @@ def vessel_proximity(labels: Image, lesions: Sequence[Lesion] | None = None, mar
     Returns:
         One entry per lesion, in the order of ``lesions``.
     """
-    tumor = labels.with_array(labels.array == TUMOR_LABEL)
-    lesions = measure_lesions(tumor) if lesions is None else lesions
-    ids = lesion_id_map(tumor, lesions)
-    branches = vessel_branches(labels) if branches is None else branches
+    region = LabelRegion.of(labels.array)
+    branches = _branches(region, labels.voxel_volume_ml) if branches is None else branches
+    return _proximities(labels, region, lesions, margin_mm, branches)
+
+
+def _proximities(labels: Image, region: LabelRegion, lesions: Sequence[Lesion] | None, margin_mm: float,
+                 branches: VesselBranches) -> list[VesselProximity]:
+    """:func:`vessel_proximity` computed inside the labels' nonzero box, on whole-grid indices."""
+    tumor = region.array == TUMOR_LABEL
+    lesions = lesions_in_region(labels, tumor, region.offset_kji) if lesions is None else lesions
+    ids = _lesion_ids(tumor, region.offset_kji, lesions, labels.voxel_volume_ml)
     points = _GridPoints(labels)
     vessel_voxels = _boundary_indices(branches.id_map > 0)
-    vessel_points, vessel_ids = points.of(vessel_voxels), branches.id_map[tuple(vessel_voxels.T)]
+    vessel_points, vessel_ids = points.of(vessel_voxels + branches.offset_kji), branches.id_map[tuple(vessel_voxels.T)]
     vessel_tree = cKDTree(vessel_points) if len(vessel_points) else None
     results = []
     for lesion in lesions:
-        box = tuple(slice(low, high + 1) for low, high in zip(lesion.bbox_min_ijk[::-1], lesion.bbox_max_ijk[::-1],
-                                                              strict=True))
-        lesion_points = points.of(_boundary_indices(ids[box] == lesion.id) + [s.start for s in box])
+        low, high = np.array(lesion.bbox_min_ijk[::-1]), np.array(lesion.bbox_max_ijk[::-1])
+        box = tuple(slice(a, b + 1) for a, b in zip(low - region.offset_kji, high - region.offset_kji, strict=True))
+        lesion_points = points.of(_boundary_indices(ids[box] == lesion.id) + low)
         if vessel_tree is None:
             results.append(VesselProximity(lesion.id, None, None, None, None, None, (), margin_mm))
             continue
@@ -240,8 +268,9 @@ def planning_summary(labels: Image, lesions: Sequence[Lesion] | None = None) -> 
         "nearest_branch_volume_ml", "branches_within_10mm"}]}``; distances, points and branch are
         null when the map has no vessel.
     """
-    branches = vessel_branches(labels)
-    proximity = vessel_proximity(labels, lesions, VESSEL_MARGIN_MM, branches)
+    region = LabelRegion.of(labels.array)
+    branches = _branches(region, labels.voxel_volume_ml)
+    proximity = _proximities(labels, region, lesions, VESSEL_MARGIN_MM, branches)
     return {
         "vessel_margin_mm": VESSEL_MARGIN_MM,
         "distance_definition": "smallest gap between tumor and vessel voxels (voxel extents), mm; "
@@ -298,25 +327,26 @@ def liver_remnant(labels: Image, resection: Image, lesions: Sequence[Lesion] | N
     Raises:
         ValueError: when the label map has no liver.
     """
-    liver = whole_liver(labels.array)
-    if not liver.any():
+    region = LabelRegion.of(labels.array)
+    if region.box is None:
         raise ValueError("the label map has no liver; there is no remnant to compute")
-    region = resection.with_array(resection.array != 0)
-    if not region.same_grid(labels):
-        region = resample_like(region.with_array(region.array.astype(np.uint8)), labels, interpolation="nearest")
-    inside = region.array.astype(bool)
+    if not resection.same_grid(labels):
+        resection = resample_like(resection.with_array((resection.array != 0).astype(np.uint8)), labels,
+                                  interpolation="nearest")
+    inside = resection.array[region.box] != 0
+    liver = whole_liver(region.array)
     voxel_ml = labels.voxel_volume_ml
     whole, resected = np.count_nonzero(liver), np.count_nonzero(liver & inside)
-    tumor = labels.with_array(labels.array == TUMOR_LABEL)
-    lesions = measure_lesions(tumor) if lesions is None else lesions
-    ids = lesion_id_map(tumor, lesions)
-    total = np.bincount(ids.ravel(), minlength=len(lesions) + 1)
-    removed = np.bincount(ids[inside], minlength=len(lesions) + 1)
+    tumor = region.array == TUMOR_LABEL
+    lesions = lesions_in_region(labels, tumor, region.offset_kji) if lesions is None else lesions
+    ids = _lesion_ids(tumor, region.offset_kji, lesions, voxel_ml)
+    total = np.bincount(ids[tumor], minlength=len(lesions) + 1)
+    removed = np.bincount(ids[tumor & inside], minlength=len(lesions) + 1)
     return Remnant(
         whole_liver_ml=float(whole * voxel_ml),
         resected_liver_ml=float(resected * voxel_ml),
         remnant_ml=float((whole - resected) * voxel_ml),
         remnant_percent=float(100.0 * (whole - resected) / whole),
-        tumor_in_remnant_ml=float(np.count_nonzero(tumor.array & ~inside) * voxel_ml),
+        tumor_in_remnant_ml=float(np.count_nonzero(tumor & ~inside) * voxel_ml),
         lesion_fraction_resected=tuple((lesion.id, float(removed[lesion.id] / total[lesion.id])) for lesion in lesions),
     )

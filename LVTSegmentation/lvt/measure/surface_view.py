@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,8 @@ class OffscreenRenderingError(RuntimeError):
 
 
 def render_surfaces_png(
-    surfaces: Mapping[str, vtkPolyData], path: Path | str, *, size_px: tuple[int, int] = (720, 720)
+    surfaces: Mapping[str, vtkPolyData], path: Path | str, *, size_px: tuple[int, int] = (720, 720),
+    lines_lps: Sequence[tuple[Sequence[float], Sequence[float]]] = (),
 ) -> Path:
     """Render the surfaces off screen, seen from the front (patient's right on the image's left).
 
@@ -38,6 +39,8 @@ def render_surfaces_png(
         surfaces: name -> LPS surface ("liver", "vessels", "tumors"; others drawn grey).
         path: PNG file to write.
         size_px: (width, height) of the image.
+        lines_lps: segments (two LPS end points each, e.g. lesions' longest axial diameters) drawn on
+            top of the surfaces: a diameter lies inside its opaque tumor and would otherwise be hidden.
 
     Returns:
         ``path``.
@@ -50,7 +53,11 @@ def render_surfaces_png(
     check_offscreen_rendering()
     window = _offscreen_render_window()
     window.SetSize(*size_px)
-    window.AddRenderer(_front_view_renderer(surfaces))
+    renderer = _front_view_renderer(surfaces)
+    window.AddRenderer(renderer)
+    if lines_lps:
+        window.SetNumberOfLayers(2)
+        window.AddRenderer(_overlay_renderer(lines_lps, renderer))
     window.Render()
     png = _grab_png(window)
     window.Finalize()
@@ -139,6 +146,35 @@ def _front_view_renderer(surfaces: Mapping[str, vtkPolyData]) -> vtkRenderer:
     renderer.ResetCamera()
     camera.Zoom(1.3)
     return renderer
+
+
+LINE_COLOUR = (0.85, 0.0, 0.0)  # red: stands out on the liver, vessel and tumor colours and on the background
+
+
+def _overlay_renderer(lines_lps: Sequence[tuple[Sequence[float], Sequence[float]]], base: vtkRenderer) -> vtkRenderer:
+    """A renderer in layer 1 that shares ``base``'s camera, so its lines are drawn over every surface."""
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+    from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer
+
+    points, cells = vtkPoints(), vtkCellArray()
+    for start, end in lines_lps:
+        cells.InsertNextCell(2, (points.InsertNextPoint(*start), points.InsertNextPoint(*end)))
+    polydata = vtkPolyData()
+    polydata.SetPoints(points)
+    polydata.SetLines(cells)
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputData(polydata)
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetColor(*LINE_COLOUR)
+    actor.GetProperty().SetLineWidth(5.0)
+    actor.GetProperty().LightingOff()  # flat colour: a line has no surface to shade
+    overlay = vtkRenderer()
+    overlay.SetLayer(1)
+    overlay.SetActiveCamera(base.GetActiveCamera())
+    overlay.AddActor(actor)
+    return overlay
 
 
 def _grab_png(window: vtkRenderWindow) -> bytes:

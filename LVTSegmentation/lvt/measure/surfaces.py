@@ -24,6 +24,7 @@ import numpy as np
 from lvt.atomic import atomic_path
 from lvt.image import Image
 from lvt.labels import TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS
+from lvt.measure.region import LabelRegion, box_start, nonzero_box
 from lvt.progress import check_cancel
 
 if TYPE_CHECKING:
@@ -77,12 +78,13 @@ def extract_surfaces(labels: Image, *, smooth: bool = True,
         ``{"liver": ..., "vessels": ..., "tumors": ...}`` vtkPolyData in LPS mm with outward point
         normals; empty structures are left out.
     """
+    region = LabelRegion.of(labels.array)
     surfaces = {}
     for name, settings in SURFACES.items():
         check_cancel(cancel)
-        mask = np.isin(labels.array, settings.label_values)
+        mask = np.isin(region.array, settings.label_values)
         if mask.any():
-            surfaces[name] = mask_surface(labels.with_array(mask), settings if smooth else None)
+            surfaces[name] = _surface(mask, region.offset_kji, labels, settings if smooth else None)
     return surfaces
 
 
@@ -96,9 +98,15 @@ def mask_surface(mask: Image, settings: SurfaceSettings | None) -> vtkPolyData:
     Returns:
         Triangle vtkPolyData with outward-oriented cells and point normals.
     """
+    return _surface(mask.array.astype(bool, copy=False), np.zeros(3, dtype=int), mask, settings)
+
+
+def _surface(mask_kji: np.ndarray, offset_kji: np.ndarray, grid: Image, settings: SurfaceSettings | None
+             ) -> vtkPolyData:
+    """:func:`mask_surface` of a mask given on a box of ``grid`` that starts at ``offset_kji``."""
     from vtkmodules.vtkFiltersCore import vtkQuadricDecimation, vtkWindowedSincPolyDataFilter
 
-    polydata = _surface_nets(mask)
+    polydata = _surface_nets(mask_kji, offset_kji, grid.spacing_mm)
     if settings is not None and settings.iterations > 0:
         smoother = vtkWindowedSincPolyDataFilter()
         smoother.SetInputData(polydata)
@@ -117,27 +125,27 @@ def mask_surface(mask: Image, settings: SurfaceSettings | None) -> vtkPolyData:
         decimate.VolumePreservationOn()
         decimate.Update()
         polydata = decimate.GetOutput()
-    return _to_lps_with_outward_normals(polydata, mask)
+    return _to_lps_with_outward_normals(polydata, grid)
 
 
-def _surface_nets(mask: Image) -> vtkPolyData:
+def _surface_nets(mask_kji: np.ndarray, offset_kji: np.ndarray, spacing_mm: tuple[float, float, float]
+                  ) -> vtkPolyData:
     """Surface nets around the mask cropped to its bounding box and padded with background.
 
-    Points come out in "scaled index" space: (i, j, k) times spacing, no direction and no origin;
-    that space differs from LPS by a rigid motion only, so smoothing and decimation measure real mm.
+    Points come out in "scaled index" space: whole-grid (i, j, k) times spacing, no direction and no
+    origin; that space differs from LPS by a rigid motion only, so smoothing and decimation measure real mm.
     """
     from vtkmodules.util.numpy_support import numpy_to_vtk
     from vtkmodules.vtkCommonDataModel import vtkImageData
     from vtkmodules.vtkFiltersCore import vtkSurfaceNets3D
 
-    nonzero = np.argwhere(mask.array)
-    low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
-    crop = mask.array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
-    padded = np.pad(crop.astype(np.uint8), _PAD_VOXELS)
+    box = nonzero_box(mask_kji)
+    low = box_start(box) + offset_kji
+    padded = np.pad(mask_kji[box].astype(np.uint8), _PAD_VOXELS)
     image = vtkImageData()
     image.SetDimensions(*padded.shape[::-1])
-    image.SetSpacing(*mask.spacing_mm)
-    image.SetOrigin(*((low[::-1] - _PAD_VOXELS) * np.asarray(mask.spacing_mm)))
+    image.SetSpacing(*spacing_mm)
+    image.SetOrigin(*((low[::-1] - _PAD_VOXELS) * np.asarray(spacing_mm)))
     image.GetPointData().SetScalars(numpy_to_vtk(padded.ravel(), deep=True))
     nets = vtkSurfaceNets3D()
     nets.SetInputData(image)

@@ -22,6 +22,7 @@ from scipy import ndimage
 from lvt.atomic import atomic_path
 from lvt.image import AIR_HU, Image
 from lvt.labels import STRUCTURES, whole_liver
+from lvt.measure.region import LabelRegion
 from lvt.progress import check_cancel
 
 if TYPE_CHECKING:
@@ -275,12 +276,18 @@ def _lesion_views(report: Mapping, ct: Image | None, labels: Image, views: Path,
     return figures
 
 
+def liver_centre_lps(labels: Image) -> tuple[np.ndarray, bool]:
+    """The whole liver's centre of mass in LPS mm, or the image centre; and whether there is a liver."""
+    region = LabelRegion.of(labels.array)
+    found = region.box is not None
+    centre_kji = region.centroid_kji(whole_liver(region.array)) if found else (np.array(labels.array.shape) - 1) / 2.0
+    return labels.ijk_to_lps(centre_kji[::-1])[0], found
+
+
 def _liver_views(ct: Image | None, labels: Image, views: Path, cancel: threading.Event | None) -> list[ReportImage]:
     """Axial, coronal, sagittal through the liver's centre of mass (the image centre if there is no liver)."""
-    liver = whole_liver(labels.array)
-    centre_kji = np.argwhere(liver).mean(axis=0) if liver.any() else (np.array(liver.shape) - 1) / 2.0
-    centre = labels.ijk_to_lps(centre_kji[::-1])[0]
-    where = "the liver centre" if liver.any() else "the image centre (no liver found)"
+    centre, found = liver_centre_lps(labels)
+    where = "the liver centre" if found else "the image centre (no liver found)"
     figures = []
     for plane in VIEW_PLANES:
         check_cancel(cancel)

@@ -36,15 +36,8 @@ from scipy.spatial.distance import pdist, squareform
 
 from lvt.errors import InputError
 from lvt.image import Image
-from lvt.labels import (
-    LIVER_LABEL,
-    NUM_CLASSES,
-    TUMOR_LABEL,
-    VESSEL_LABEL,
-    WHOLE_LIVER_LABELS,
-    label_components,
-    whole_liver,
-)
+from lvt.labels import LIVER_LABEL, NUM_CLASSES, TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS, label_components
+from lvt.measure.region import Box, LabelRegion, shifted
 
 Point3 = tuple[float, float, float]
 _TIE_MM = 1e-6
@@ -148,6 +141,9 @@ class Measurements:
 def measure_labels(labels: Image) -> Measurements:
     """Measure liver, vessel and tumor volumes and every lesion of an exclusive label map.
 
+    Everything is counted inside the box of the nonzero voxels (:class:`LabelRegion`), never on
+    whole-image temporaries: a 512 x 512 x 600 map is measured in about its liver's size of memory.
+
     Args:
         labels: exclusive label map (0 background, 1 liver parenchyma, 2 vessel, 3 tumor) on any
             grid, oblique, flipped and anisotropic ones included.
@@ -158,37 +154,38 @@ def measure_labels(labels: Image) -> Measurements:
     Raises:
         InputError: when the map holds values other than 0..3.
     """
-    array = _checked_label_array(labels)
-    counts = np.bincount(array.ravel(), minlength=NUM_CLASSES + 1)
+    region = LabelRegion.of(_checked_label_array(labels))
     voxel_ml = labels.voxel_volume_ml
-    lesions = measure_lesions(labels.with_array(array == TUMOR_LABEL))
+    counts = {value: np.count_nonzero(region.array == value) for value in WHOLE_LIVER_LABELS}
     return Measurements(
-        whole_liver_volume_ml=float(counts[list(WHOLE_LIVER_LABELS)].sum() * voxel_ml),
+        whole_liver_volume_ml=float(sum(counts.values()) * voxel_ml),
         parenchyma_volume_ml=float(counts[LIVER_LABEL] * voxel_ml),
         vessel_volume_ml=float(counts[VESSEL_LABEL] * voxel_ml),
         tumor_volume_ml=float(counts[TUMOR_LABEL] * voxel_ml),
-        lesions=lesions,
-        liver_cut_sides=edge_sides(labels, whole_liver(array)),
+        lesions=lesions_in_region(labels, region.array == TUMOR_LABEL, region.offset_kji),
+        liver_cut_sides=edge_sides(labels, region.box),
     )
 
 
-def edge_sides(grid: Image, mask_kji: np.ndarray) -> tuple[str, ...]:
-    """The patient sides (e.g. "inferior") of the grid faces a mask touches, in :data:`SIDE_ORDER`.
+def edge_sides(grid: Image, box: Box | None) -> tuple[str, ...]:
+    """The patient sides (e.g. "inferior") of the grid faces a structure's box touches, in :data:`SIDE_ORDER`.
 
     A structure that touches a face was cut by the scan range (first or last slice) or by the
-    field of view: it goes on beyond the image on that side. A face is named by the patient
+    field of view: it goes on beyond the image on that side. It touches a face exactly when the box
+    of its voxels (:func:`lvt.measure.region.nonzero_box`) does. A face is named by the patient
     direction its index axis mostly points to, so oblique and flipped grids name it right.
     """
-    if not mask_kji.any():
+    if box is None:
         return ()
     sides = set()
     for axis in range(3):
         column = grid.direction[:, axis]
         patient = int(np.argmax(np.abs(column)))
         low, high = _SIDES_LPS[patient] if column[patient] > 0 else _SIDES_LPS[patient][::-1]
-        if np.take(mask_kji, 0, axis=2 - axis).any():
+        extent = box[2 - axis]
+        if extent.start == 0:
             sides.add(low)
-        if np.take(mask_kji, -1, axis=2 - axis).any():
+        if extent.stop == grid.array.shape[2 - axis]:
             sides.add(high)
     return tuple(side for side in SIDE_ORDER if side in sides)
 
@@ -215,17 +212,27 @@ def measure_lesions(tumor: Image) -> tuple[Lesion, ...]:
     Returns:
         Lesions with ids 1..N by decreasing volume (ties: lower first voxel index first).
     """
-    components, count = label_components(tumor.array.astype(bool))
+    region = LabelRegion.of(tumor.array.astype(bool, copy=False))
+    return lesions_in_region(tumor, region.array, region.offset_kji)
+
+
+def lesions_in_region(grid: Image, tumor_kji: np.ndarray, offset_kji: np.ndarray) -> tuple[Lesion, ...]:
+    """:func:`measure_lesions` of a tumor mask given on a box of ``grid`` that starts at ``offset_kji``.
+
+    Components are numbered in scan order, which a box keeps, so ids, ties and whole-grid indices
+    are those of the whole grid.
+    """
+    components, count = label_components(tumor_kji)
     if count == 0:
         return ()
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    sizes = np.bincount(components[tumor_kji], minlength=count + 1)[1:]
     order = np.argsort(-sizes, kind="stable")
     boxes = ndimage.find_objects(components)
     lesions = []
     for new_id, old_index in enumerate(order, start=1):
         box = boxes[old_index]
         mask = components[box] == old_index + 1
-        lesions.append(_measure_component(tumor, mask, box, new_id))
+        lesions.append(_measure_component(grid, mask, shifted(box, offset_kji), new_id))
     return tuple(lesions)
 
 

@@ -90,18 +90,25 @@ def _surface_probes(lesion: Lesion) -> np.ndarray:
     return np.asarray(lesion.truth.centre_lps_mm) + envelope @ lesion.truth.rotation.T
 
 
-def _fits(lesion: Lesion, placed: list[Lesion], inside: Callable[[np.ndarray], np.ndarray]) -> bool:
+def _fits(lesion: Lesion, placed: list[Lesion], inside: Callable[[np.ndarray], np.ndarray],
+          min_inside: float = 1.0) -> bool:
+    """No overlap with placed lesions; the centre and at least ``min_inside`` of the envelope probes inside."""
     centre = np.asarray(lesion.truth.centre_lps_mm)
     for other in placed:
         if np.linalg.norm(centre - np.asarray(other.truth.centre_lps_mm)) < lesion.reach_mm + other.reach_mm + 3.0:
             return False
-    return bool(np.all(inside(_surface_probes(lesion))))
+    probes = inside(_surface_probes(lesion))
+    return bool(probes[13] and probes.mean() >= min_inside)  # probe 13 is the centre
 
 
 def place_lesions(rng: np.random.Generator, count: int, kinds: tuple[str, ...], diameter_mm: tuple[float, float],
-                   draw_centre: Callable[[], np.ndarray], inside: Callable[[np.ndarray], np.ndarray]
-                   ) -> list[Lesion]:
-    """Draw up to ``count`` non-overlapping lesions that fit inside the liver; shrink ones that do not fit."""
+                   draw_centre: Callable[[], np.ndarray], inside: Callable[[np.ndarray], np.ndarray],
+                   min_inside: float = 1.0) -> list[Lesion]:
+    """Draw up to ``count`` non-overlapping lesions that fit inside the liver; shrink ones that do not fit.
+
+    ``min_inside`` < 1 lets a lesion reach past the liver's border (the caller clips it to the liver),
+    so that subcapsular and dome lesions, and very large ones, are drawn too.
+    """
     dominant = kinds[rng.integers(len(kinds))]
     placed: list[Lesion] = []
     for _ in range(count):
@@ -111,7 +118,7 @@ def place_lesions(rng: np.random.Generator, count: int, kinds: tuple[str, ...], 
             if attempt and attempt % 15 == 0:
                 diameter = max(diameter_mm[0], 0.7 * diameter)
             lesion = _draw_lesion(rng, draw_centre(), diameter, kind)
-            if _fits(lesion, placed, inside):
+            if _fits(lesion, placed, inside, min_inside):
                 placed.append(lesion)
                 break
         else:

@@ -1,6 +1,7 @@
 """Model files: ``safetensors`` weights plus a JSON manifest that holds everything inference needs.
 
-The manifest names the weights file and its sha256, the classes, spacing, patch size, HU window,
+The manifest names the weights file and its sha256 (or, for an ensemble, several such files, whose
+probabilities inference averages), the classes, spacing, patch size, HU window,
 architecture (its head: sigmoid or softmax), the target kind the network learned (ml, mlx or mc: how
 its outputs decode) and training provenance. Loading verifies the hash and the architecture; nothing is
 ever unpickled, so a model file from a stranger cannot run code.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,8 +27,16 @@ from lvt.segment.network_config import HEAD_OF_TARGET, NetworkConfig, TargetKind
 from lvt.segment.window import Window
 
 MANIFEST_FORMAT = "lvt-model"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2  # 2: ``weights_files`` (ensembles); single-model manifests are still written as 1
 BUNDLED_MODEL_NAME = "lvt_default"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weights file of a model, relative to its manifest's folder, and the sha256 it must have."""
+
+    file: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class ModelManifest:
     tta_flip_axes: tuple[int, ...] = (0, 1, 2)
     weights_file: str = ""
     weights_sha256: str = ""
+    weights_files: tuple[WeightsFile, ...] = ()  # an ensemble's members, instead of weights_file
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
 
@@ -58,12 +68,26 @@ class ModelManifest:
             raise ModelFileError(
                 f"patch size {self.patch_size_zyx} must be a multiple of {self.network.divisor} for this network"
             )
+        if self.weights_files and self.weights_file:
+            raise ModelFileError("a manifest names either weights_file or weights_files (an ensemble), not both")
+
+    @property
+    def members(self) -> tuple[WeightsFile, ...]:
+        """The weights files inference runs: the ensemble's, or the one ``weights_file``."""
+        return self.weights_files or (WeightsFile(self.weights_file, self.weights_sha256),)
+
+    @property
+    def weights_identity(self) -> str:
+        """One sha256 that names the weights in reports: the file's, or for an ensemble that of its members' list."""
+        if not self.weights_files:
+            return self.weights_sha256
+        return hashlib.sha256(",".join(member.sha256 for member in self.weights_files).encode("ascii")).hexdigest()
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data.update(
             format=MANIFEST_FORMAT,
-            format_version=MANIFEST_FORMAT_VERSION,
+            format_version=2 if self.weights_files else 1,  # older LVT refuses an ensemble instead of misreading it
             window=self.window.to_dict(),
             network=self.network.to_dict(),
             classes=list(self.classes),
@@ -71,6 +95,8 @@ class ModelManifest:
             patch_size_zyx=list(self.patch_size_zyx),
             tta_flip_axes=list(self.tta_flip_axes),
         )
+        if not self.weights_files:
+            data.pop("weights_files")
         return data
 
     @classmethod
@@ -90,13 +116,24 @@ class ModelManifest:
                 classes=tuple(data.get("classes", CLASS_KEYS)),
                 target=str(data.get("target", "ml")),
                 tta_flip_axes=tuple(int(a) for a in data.get("tta_flip_axes", (0, 1, 2))),
-                weights_file=str(data["weights_file"]),
-                weights_sha256=str(data["weights_sha256"]),
+                **_weights_fields(data),
                 training=dict(data.get("training", {})),
                 metrics=dict(data.get("metrics", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"{source}: invalid manifest field: {error}") from error
+
+
+def _weights_fields(data: dict) -> dict:
+    """``weights_file`` + ``weights_sha256``, or an ensemble's ``weights_files`` list of {file, sha256}."""
+    if "weights_files" not in data:
+        return {"weights_file": str(data["weights_file"]), "weights_sha256": str(data["weights_sha256"])}
+    members = data["weights_files"]
+    if data.get("weights_file"):
+        raise ValueError("give weights_file (one model) or weights_files (an ensemble), not both")
+    if not isinstance(members, list) or not members:
+        raise ValueError("weights_files must be a non-empty list of {file, sha256}")
+    return {"weights_files": tuple(WeightsFile(str(m["file"]), str(m["sha256"])) for m in members)}
 
 
 def sha256_of_file(path: Path) -> str:
@@ -122,8 +159,8 @@ def save_model(network: torch.nn.Module, manifest: ModelManifest, manifest_path:
     manifest_path = Path(manifest_path)
     weights_path = manifest_path.with_suffix(".safetensors")
     save_tensors(weights_path, dict(network.state_dict()))
-    written = ModelManifest(**{**manifest.__dict__, "weights_file": weights_path.name,
-                               "weights_sha256": sha256_of_file(weights_path)})
+    written = replace(manifest, weights_file=weights_path.name, weights_sha256=sha256_of_file(weights_path),
+                      weights_files=())
     write_text_atomically(manifest_path, json.dumps(written.to_dict(), indent=2) + "\n")
     return written
 
@@ -173,22 +210,45 @@ def is_pickle(path: Path) -> bool:
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UNet, ModelManifest]:
-    """Load a model for inference: verify the hash and the architecture, never unpickle.
+    """Load one model for inference (or to start training from): verify the hash and the architecture.
 
     Raises:
-        ModelFileError: missing or corrupt files, a pickle, hash mismatch, or weights that do not fit
-            the manifest's architecture (one line per differing tensor).
+        ModelFileError: as :func:`load_models`, and for an ensemble (several networks: use that).
     """
     manifest, manifest_path = read_manifest(path)
-    weights_path = manifest_path.parent / manifest.weights_file
-    if not weights_path.is_file():
+    if len(manifest.members) > 1:
+        raise ModelFileError(f"{manifest_path}: an ensemble of {len(manifest.members)} models, not one model; "
+                             "give one of its members (lvt segment --model takes the ensemble)")
+    return _load_member(manifest, manifest_path, manifest.members[0]).to(device).eval(), manifest
+
+
+def load_models(path: Path | str, device: torch.device | str = "cpu") -> tuple[list[UNet], ModelManifest]:
+    """Load a model or every member of an ensemble: verify each hash and architecture, never unpickle.
+
+    Raises:
+        ModelFileError: naming the file: missing or corrupt files, a pickle, a hash mismatch, or
+            weights that do not fit the manifest's architecture (one line per differing tensor).
+    """
+    manifest, manifest_path = read_manifest(path)
+    return [_load_member(manifest, manifest_path, member).to(device).eval() for member in manifest.members], manifest
+
+
+def verified_weights(manifest_path: Path, member: WeightsFile) -> Path:
+    """The path of a manifest's weights file, once it exists and has the sha256 the manifest gives."""
+    weights_path = manifest_path.parent / member.file
+    if not member.file or not weights_path.is_file():
         raise ModelFileError(f"{weights_path}: weights file named in {manifest_path.name} not found")
     actual = sha256_of_file(weights_path)
-    if actual != manifest.weights_sha256:
+    if actual != member.sha256:
         raise ModelFileError(
-            f"{weights_path}: sha256 {actual[:12]}... does not match the manifest ({manifest.weights_sha256[:12]}...);"
+            f"{weights_path}: sha256 {actual[:12]}... does not match the manifest ({member.sha256[:12]}...);"
             " the file is corrupt or belongs to another model"
         )
+    return weights_path
+
+
+def _load_member(manifest: ModelManifest, manifest_path: Path, member: WeightsFile) -> UNet:
+    weights_path = verified_weights(manifest_path, member)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as error:
@@ -202,7 +262,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UN
         raise ModelFileError(f"{weights_path}: weights do not match the manifest's architecture "
                              f"({manifest_path.name}):\n  " + "\n  ".join(shown + more))
     network.load_state_dict(state, strict=True)
-    return network.to(device).eval(), manifest
+    return network
 
 
 def state_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:

@@ -15,6 +15,9 @@ HeadName = Literal["sigmoid", "softmax"]
 # What the network was trained to output (METHOD.md, Losses): multi-hot ML, exclusive MLx (both sigmoid), MC (softmax).
 TargetKind = Literal["ml", "mlx", "mc"]
 HEAD_OF_TARGET: dict[str, HeadName] = {"ml": "sigmoid", "mlx": "sigmoid", "mc": "softmax"}
+# The training losses (lvt.train.losses) and the target kind each one teaches: the combined Dice + BCE +
+# focal-Tversky loss trains the same multi-hot sigmoid head as ML, so its models decode as ML.
+TARGET_OF_LOSS: dict[str, TargetKind] = {"ml": "ml", "mlx": "mlx", "mc": "mc", "ml_dice_bce_ft": "ml"}
 
 
 @dataclass(frozen=True)

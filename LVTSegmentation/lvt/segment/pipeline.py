@@ -25,10 +25,12 @@ from lvt.image import AIR_HU, Image
 from lvt.labels import whole_liver
 from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
 from lvt.segment.postprocess import PostprocessConfig, liver_region, postprocess
+from lvt.segment.refine import TumorRefinement
 
 if TYPE_CHECKING:
     from vtkmodules.vtkCommonDataModel import vtkPolyData
 
+    from lvt.io.dicom_outputs import DicomRequest
     from lvt.measure.volumes_and_lesions import Lesion
     from lvt.segment.network_config import TargetKind
     from lvt.segment.predict import Predictor, WindowStats
@@ -127,6 +129,8 @@ class SegmentOptions:
     fill_nonfinite: bool = False
     overwrite: bool = False
     write_surfaces: bool = True
+    write_dicom: bool = True  # a DICOM input also gets segmentation.dcm (lvt.io.dicom_outputs)
+    write_dicom_sr: bool = False
 
     @classmethod
     def from_args(cls, args: object) -> SegmentOptions:
@@ -134,10 +138,12 @@ class SegmentOptions:
         get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
         return cls(
             model_path=get("model"), device=get("device", "auto"), use_tta=bool(get("tta", False)),
-            postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05)),
+            postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05),
+                                          tumor_refinement=TumorRefinement() if get("refine_tumors") else None),
             series_uid=get("series"), allow_non_ct=bool(get("force", False)), overwrite=bool(get("overwrite", False)),
             fill_nonfinite=bool(get("fill_nonfinite", False)),
             write_surfaces=not get("no_surfaces", False),
+            write_dicom=not get("no_dicom", False), write_dicom_sr=bool(get("dicom_sr", False)),
         )
 
 
@@ -173,14 +179,17 @@ class ResectionRegion:
 def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
                   inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
                   warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
-                  resection: ResectionRegion | None = None, source: Mapping | None = None) -> dict:
+                  resection: ResectionRegion | None = None, source: Mapping | None = None,
+                  dicom: DicomRequest | None = None) -> dict:
     """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
 
     Every file and every measurement is a cancel point. With a ``resection`` region, report.json's
     "planning" section gains "remnant" (see :func:`lvt.measure.planning.liver_remnant`). ``source``
     (what reading found: the DICOM series used and the others present) goes into report.json's "input".
+    ``dicom`` asks for the DICOM SEG and SR (:func:`lvt.io.dicom_outputs.write_dicom_outputs`).
     """
     from lvt.io import write_image, write_segmentation
+    from lvt.io.dicom_outputs import write_dicom_outputs
     from lvt.measure.report import build_report
     from lvt.measure.volumes_and_lesions import measure_labels
 
@@ -196,6 +205,9 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
                             inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
                             source=source)
+    if dicom is not None:
+        check_cancel(cancel)
+        write_dicom_outputs(folder, labels, document, dicom, model or {})
     _write_report(document, folder, labels, ct, surfaces, measurements.lesions, resection, cancel)
     report(progress, "report", 1, 1, "done")
     return document
@@ -246,13 +258,17 @@ def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesi
 
 
 def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
-                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> dict:
+                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+                 loaded: tuple[Predictor, list[str]] | None = None) -> dict:
     """``lvt segment``: read a CT, segment it, write the complete output folder atomically.
+
+    ``loaded`` is a predictor already loaded (with its notes), so that a cohort loads the model once.
 
     Returns:
         The report (as written to report.json).
     """
     from lvt.io import read_image_with_info
+    from lvt.io.dicom_outputs import DicomRequest
 
     with atomic_output_folder(out_dir, options.overwrite) as staging:
         checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
@@ -262,7 +278,7 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
                                              fill_nonfinite=options.fill_nonfinite)
         read_seconds = time.perf_counter() - started
         check_cancel(cancel)
-        predictor, notes = load_predictor(options, progress)
+        predictor, notes = loaded or load_predictor(options, progress)
         checkpoint(progress, cancel, "read", 1, 1,
                    f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
         result = segment_image(ct, predictor, options.postprocess, progress, cancel)
@@ -273,7 +289,8 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
                              inference=inference, dropped=result.dropped_tumors,
                              min_volume_ml=options.postprocess.min_tumor_volume_ml,
                              write_surfaces=options.write_surfaces, warnings=warnings,
-                             progress=progress, cancel=cancel, source=read_info.to_dict())
+                             progress=progress, cancel=cancel, source=read_info.to_dict(),
+                             dicom=DicomRequest(read_info.series, options.write_dicom, options.write_dicom_sr))
 
 
 def collect_warnings(options: SegmentOptions, notes: list[str], result: SegmentationResult,
@@ -288,12 +305,13 @@ def collect_warnings(options: SegmentOptions, notes: list[str], result: Segmenta
 def model_summary(predictor: Predictor) -> dict:
     manifest = predictor.manifest
     return {"name": manifest.name, "version": manifest.version, "spacing_mm": list(manifest.spacing_mm),
-            "weights_sha256": manifest.weights_sha256, "metrics": manifest.metrics}
+            "weights_sha256": manifest.weights_identity, "metrics": manifest.metrics}
 
 
 def inference_summary(options: SegmentOptions, result: SegmentationResult, notes: list[str]) -> dict:
     stats = result.window_stats
-    return {"device": stats.device, "tta": options.use_tta, "windows_total": stats.windows_total,
+    return {"device": stats.device, "tta": options.use_tta,
+            "refine_tumors": options.postprocess.tumor_refinement is not None, "windows_total": stats.windows_total,
             "windows_computed": stats.windows_computed, "windows_skipped_air": stats.windows_skipped_air,
             "timings_s": result.timings_s, "notes": notes + stats.notes}
 

@@ -3,8 +3,9 @@
 Decoding as the model was trained (the manifest's target kind): sigmoid 0.5 per class for ML and
 MLx, argmax over background and the three classes for MC. Then exclusive labels by priority
 tumor > vessel > liver, the largest connected liver component with its holes filled, vessels and
-tumors kept only inside or touching the liver, and tumors below a volume floor dropped (and
-reported) as too small to trust.
+tumors kept only inside or touching the liver, optionally each tumor's boundary refined on the CT
+(:mod:`lvt.segment.refine`, off by default), and tumors below a volume floor dropped (and reported)
+as too small to trust.
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ from lvt.labels import (
     label_components,
 )
 from lvt.segment.network_config import TargetKind
+from lvt.segment.refine import TumorRefinement, refine_tumors
 
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Clean-up options; volumes in mL."""
+    """Clean-up options; volumes in mL. ``tumor_refinement`` None (the default) leaves tumor boundaries as decoded."""
 
     keep_largest_liver_component: bool = True
     fill_liver_holes: bool = True
     min_tumor_volume_ml: float = 0.05
     vessel_margin_voxels: int = 1
+    tumor_refinement: TumorRefinement | None = None
 
     def __post_init__(self) -> None:
         if self.min_tumor_volume_ml < 0 or self.vessel_margin_voxels < 0:
@@ -140,6 +143,7 @@ def postprocess(probabilities: np.ndarray, grid: Image, config: PostprocessConfi
     """Exclusive labels on ``grid`` from (3, Z, Y, X) probabilities on the same grid.
 
     Args:
+        grid: the CT (HU) on the probabilities' grid; its voxels are read only by tumor refinement.
         target: the model manifest's target kind (how the probabilities decode).
 
     Returns:
@@ -147,5 +151,7 @@ def postprocess(probabilities: np.ndarray, grid: Image, config: PostprocessConfi
     """
     config = config or PostprocessConfig()
     labels = exclusive_labels(clean_masks(probabilities, config, target))
+    if config.tumor_refinement is not None:
+        labels = refine_tumors(labels, grid, config.tumor_refinement)
     dropped = drop_small_tumors(labels, grid, config.min_tumor_volume_ml)
     return PostprocessResult(labels, dropped)

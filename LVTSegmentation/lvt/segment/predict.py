@@ -5,8 +5,9 @@ bounding box, a separable Gaussian importance map (MONAI's), several windows per
 logits accumulated in preallocated float32 buffers at model resolution only and on the device that
 runs the network, windows that hold nothing but air skipped (counted in the stats), freed memory kept
 in the process while the CPU runs the network, optional flip test-time augmentation, fp16 autocast on
-CUDA only (the last two from :mod:`lvt.segment.device`). What each of these choices bought is measured
-in docs/performance.md.
+CUDA only (the last two from :mod:`lvt.segment.device`). An ensemble's members each run the whole
+sliding window (with their TTA) and their probabilities are averaged before decoding. What each of
+these choices bought is measured in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from lvt.image import AIR_HU, AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.device import autocast, resolve_device, retained_heap
-from lvt.segment.model_file import ModelManifest, load_model
+from lvt.segment.model_file import ModelManifest, load_models
 from lvt.segment.network import UNet, probabilities_from_logits
 from lvt.segment.window import apply_window
 
@@ -210,28 +211,37 @@ def count_windows(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float
 
 
 class Predictor:
-    """A loaded model on a device, ready to segment many images (the GUI process, CLI and validation)."""
+    """A loaded model or ensemble on a device, ready to segment many images (the GUI process, CLI and validation)."""
 
-    def __init__(self, network: UNet, manifest: ModelManifest, device: torch.device,
+    def __init__(self, networks: UNet | Sequence[UNet], manifest: ModelManifest, device: torch.device,
                  config: SlidingWindowConfig | None = None) -> None:
-        self.network = network.to(device).eval()
-        self.network.deep_supervision = False
+        self.networks = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
+        if not self.networks:
+            raise ValueError("a predictor needs at least one network")
         self.manifest = manifest
         self.device = device
         self.config = config or SlidingWindowConfig()
         self._memory_format = torch.channels_last_3d if self.config.use_channels_last else torch.contiguous_format
-        if self.config.use_channels_last:
-            self.network.to(memory_format=torch.channels_last_3d)
-        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
-            torch.compile(self.network, dynamic=False) if self.config.use_compile else None)
+        for network in self.networks:
+            network.to(device).eval()
+            network.deep_supervision = False
+            if self.config.use_channels_last:
+                network.to(memory_format=torch.channels_last_3d)
+        self._compiled: list[Callable[[torch.Tensor], torch.Tensor]] | None = (
+            [torch.compile(n, dynamic=False) for n in self.networks] if self.config.use_compile else None)
+
+    @property
+    def network(self) -> UNet:
+        """The first (or only) member."""
+        return self.networks[0]
 
     @classmethod
     def from_file(cls, path: Path | str, device: str = "auto", config: SlidingWindowConfig | None = None) -> Predictor:
         resolved, message = resolve_device(device)
         if message:
             logger.info(message)
-        network, manifest = load_model(path, resolved)
-        return cls(network, manifest, resolved, config)
+        networks, manifest = load_models(path, resolved)
+        return cls(networks, manifest, resolved, config)
 
     @torch.inference_mode()
     def predict_probabilities(self, hu: np.ndarray, progress: ProgressCallback | None = None,
@@ -242,10 +252,10 @@ class Predictor:
             hu: (Z, Y, X) HU image already resampled to the model spacing.
 
         Returns:
-            (3, Z, Y, X) float32 probabilities (liver, vessel, tumor) and the window statistics. Voxels
-            that no computed window reached (air) have probability 0. They decode by the manifest's
-            target kind (:func:`lvt.segment.postprocess.decode_masks`): a softmax head's background
-            is 1 minus their sum.
+            (3, Z, Y, X) float32 probabilities (liver, vessel, tumor), an ensemble's averaged, and the
+            window statistics. Voxels that no computed window reached (air) have probability 0. They
+            decode by the manifest's target kind (:func:`lvt.segment.postprocess.decode_masks`): a
+            softmax head's background is 1 minus their sum.
         """
         hu = np.asarray(hu, dtype=np.float32)
         try:
@@ -255,7 +265,8 @@ class Predictor:
             note = "CUDA ran out of memory: continuing on the CPU"
             logger.warning(note)
             report(progress, "inference", 0, 1, note)
-            self.network.to("cpu")
+            for network in self.networks:
+                network.to("cpu")
             self._compiled = None
             probabilities, stats = self._predict(hu, torch.device("cpu"), progress, cancel)
             stats.notes.append(note)
@@ -272,10 +283,13 @@ class Predictor:
         probabilities = np.zeros((len(self.manifest.classes), *padded.shape), dtype=np.float32)
         if box is not None:
             with retained_heap(device.type == "cpu"):
-                accumulator = self._sliding_window(padded[box], device, stats, progress, cancel)
-                self._write_probabilities(accumulator, probabilities[(slice(None), *box)])
+                for member in range(len(self.networks)):
+                    accumulator = self._sliding_window(member, padded[box], device, stats, progress, cancel)
+                    self._add_probabilities(accumulator, probabilities[(slice(None), *box)], 1.0 / len(self.networks))
+                    del accumulator  # one member's buffers at a time
         stats.windows_skipped_air = stats.windows_total - stats.windows_computed
-        stats.forward_passes = stats.windows_computed * (self._tta_passes() if self.config.use_tta else 1)
+        tta = self._tta_passes() if self.config.use_tta else 1
+        stats.forward_passes = stats.windows_computed * tta * len(self.networks)
         stats.seconds = time.perf_counter() - start_time
         if padded is hu:
             return probabilities, stats
@@ -287,9 +301,9 @@ class Predictor:
             return body_box(padded, self.config.air_threshold_hu, patch)
         return tuple(slice(0, s) for s in padded.shape)
 
-    def _sliding_window(self, region: np.ndarray, device: torch.device, stats: WindowStats,
+    def _sliding_window(self, member: int, region: np.ndarray, device: torch.device, stats: WindowStats,
                         progress: ProgressCallback | None, cancel: threading.Event | None) -> _Accumulator:
-        """Run the windows over ``region`` (at least one patch in size) and accumulate their logits."""
+        """Run one member's windows over ``region`` (at least one patch in size) and accumulate their logits."""
         patch = tuple(self.manifest.patch_size_zyx)
         starts = itertools.product(*(compute_window_starts(s, p, self.config.overlap)
                                      for s, p in zip(region.shape, patch, strict=True)))
@@ -297,26 +311,33 @@ class Predictor:
         skipped = stats.windows_total - len(keep)
         accumulator = _Accumulator.allocate(self.manifest.network.out_channels, region.shape, patch, device)
         source = torch.from_numpy(region).to(device)  # on a GPU: one upload, windows cut out there
-        report(progress, "inference", 0, len(keep), f"{len(keep)} windows ({skipped} air windows skipped)")
+        members, done = len(self.networks), 0
+        of_model = f" of model {member + 1}/{members}" if members > 1 else ""
+        total, first = len(keep) * members, len(keep) * member
+        report(progress, "inference", first, total, f"{len(keep)} windows{of_model} ({skipped} air windows skipped)")
         for chunk in _batches(keep, self.config.batch_size_for(device)):
             check_cancel(cancel)
             boxes = [_box(s, patch) for s in chunk]
             inputs = torch.stack([source[box] for box in boxes]).unsqueeze(1)
-            accumulator.add(boxes, self._forward_with_tta(apply_window(inputs, self.manifest.window), device))
-            stats.windows_computed += len(chunk)
-            report(progress, "inference", stats.windows_computed, len(keep),
-                   f"window {stats.windows_computed}/{len(keep)} ({skipped} air windows skipped)")
+            accumulator.add(boxes, self._forward_with_tta(member, apply_window(inputs, self.manifest.window), device))
+            done += len(chunk)
+            report(progress, "inference", first + done, total,
+                   f"window {done}/{len(keep)}{of_model} ({skipped} air windows skipped)")
+        stats.windows_computed = done
         return accumulator
 
-    def _write_probabilities(self, accumulator: _Accumulator, destination: np.ndarray) -> None:
-        """Turn the accumulated logits into probabilities (in place) and copy them into ``destination``."""
+    def _add_probabilities(self, accumulator: _Accumulator, destination: np.ndarray, weight: float) -> None:
+        """Turn the accumulated logits into probabilities (in place); add ``weight`` times them to ``destination``."""
         logits, covered = accumulator.mean_logits()
         if self.manifest.network.head == "sigmoid":
             probabilities = torch.sigmoid_(logits)  # in place: a second (C, Z, Y, X) buffer would double the peak
         else:
             probabilities = probabilities_from_logits(logits[None], self.manifest.network.head)[0]
         probabilities.mul_(covered)
-        torch.from_numpy(destination).copy_(probabilities)
+        if weight == 1.0:  # one model: straight into place, no second buffer on the host
+            torch.from_numpy(destination).copy_(probabilities)
+        else:
+            torch.from_numpy(destination).add_(probabilities.mul_(weight).cpu())
 
     def _is_air(self, region: np.ndarray, start: tuple[int, ...], patch: tuple[int, ...]) -> bool:
         return self.config.skip_air_windows and float(region[_box(start, patch)].max()) < self.config.air_threshold_hu
@@ -324,26 +345,26 @@ class Predictor:
     def _tta_passes(self) -> int:
         return 2 ** len(self.manifest.tta_flip_axes)
 
-    def _run_network(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _run_network(self, member: int, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
         inputs = inputs.contiguous(memory_format=self._memory_format)
         if self._compiled is None or device != self.device:
-            return self.network(inputs)
-        batch = self.config.batch_size_for(device)
+            return self.networks[member](inputs)
+        compiled, batch = self._compiled[member], self.config.batch_size_for(device)
         if inputs.shape[0] == batch:
-            return self._compiled(inputs)
+            return compiled(inputs)
         # A short last batch is filled up to the compiled shape rather than triggering a recompilation.
         filler = inputs[-1:].expand(batch - inputs.shape[0], *inputs.shape[1:])
-        return self._compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
+        return compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
 
-    def _forward_with_tta(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """(B, C, *patch) float32 logits of a (B, 1, *patch) windowed batch, averaged over flips with TTA."""
-        self.network.to(device)
+    def _forward_with_tta(self, member: int, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B, C, *patch) float32 logits of one member for a (B, 1, *patch) windowed batch, averaged over flips."""
+        self.networks[member].to(device)
         with autocast(device):
-            total = self._run_network(inputs, device).float()
+            total = self._run_network(member, inputs, device).float()
             if not self.config.use_tta:
                 return total
             spatial_axes = [2 + a for a in self.manifest.tta_flip_axes]
             for n_axes in range(1, len(spatial_axes) + 1):
                 for axes in itertools.combinations(spatial_axes, n_axes):
-                    total += torch.flip(self._run_network(torch.flip(inputs, axes), device), axes).float()
+                    total += torch.flip(self._run_network(member, torch.flip(inputs, axes), device), axes).float()
         return total.div_(self._tta_passes())

@@ -17,18 +17,22 @@ import torch.nn.functional as F
 
 from lvt.segment.window import Window, apply_windows_batch, sample_windows
 from lvt.train.config import AugmentConfig
+from lvt.train.intensity import augment_hu, augment_windowed, draw_intensity_params
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Per-sample parameters of one batch: (B, 3, 3) voxel-space matrices and window settings."""
+    """Per-sample parameters of one batch: (B, 3, 3) voxel-space matrices, window and intensity settings."""
 
     matrices: torch.Tensor
     levels: torch.Tensor
     widths: torch.Tensor
+    intensity: torch.Tensor | None = None  # (B, 7), columns lvt.train.intensity.COLUMNS; None: unchanged
+    noise_seed: int = 0
 
     def select(self, index: slice) -> AugmentParams:
-        return AugmentParams(self.matrices[index], self.levels[index], self.widths[index])
+        intensity = None if self.intensity is None else self.intensity[index]
+        return AugmentParams(self.matrices[index], self.levels[index], self.widths[index], intensity, self.noise_seed)
 
 
 def spatial_matrix(scale: float, angles_rad: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,10 @@ def draw_augment_params(batch_size: int, config: AugmentConfig, default_window: 
         flips = torch.where(torch.rand(3, generator=generator) < config.flip_probability, -1.0, 1.0)
         matrices[b] = spatial_matrix(scale, angles, flips)
     levels, widths = sample_windows(batch_size, default_window, config.random_windowing, generator)
-    return AugmentParams(matrices, levels, widths)
+    if config.intensity is None:  # nothing drawn: runs without it keep their random stream
+        return AugmentParams(matrices, levels, widths)
+    intensity, seed = draw_intensity_params(batch_size, config.intensity, generator)
+    return AugmentParams(matrices, levels, widths, intensity, seed)
 
 
 def apply_augment(hu: torch.Tensor, bits: torch.Tensor, params: AugmentParams,
@@ -84,7 +91,11 @@ def apply_augment(hu: torch.Tensor, bits: torch.Tensor, params: AugmentParams,
         Network input (B, 1, *patch) in [0, 1] and (B, 3, *patch) float 0/1 class masks.
     """
     device = hu.device
-    windowed = apply_windows_batch(hu, params.levels, params.widths)
+    if params.intensity is None:
+        windowed = apply_windows_batch(hu, params.levels, params.widths)
+    else:
+        hu = augment_hu(hu, (bits & 0b111) > 0, params.intensity, params.noise_seed)
+        windowed = augment_windowed(apply_windows_batch(hu, params.levels, params.widths), params.intensity)
     masks = torch.stack([((bits >> k) & 1) for k in range(3)], dim=1).float()
     context = torch.tensor(hu.shape[2:], dtype=torch.float32)
     patch = torch.tensor(patch_zyx, dtype=torch.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lvt.errors import InputError
-from lvt.segment.network_config import NetworkConfig
+from lvt.segment.network_config import TARGET_OF_LOSS, NetworkConfig
 from lvt.segment.window import RandomWindowing, Window
 from lvt.train.data.specs import SPEC_FIELDS, DatasetSpec, read_yaml
 from lvt.train.known_fields import unknown_fields_problem
@@ -59,6 +59,37 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
+class IntensityAugment:
+    """Intensity augmentation (``lvt.train.intensity``): per transform (probability, (low, high)).
+
+    Defaults follow nnU-Net's probabilities and ranges, expressed in HU where nnU-Net works on
+    normalised values: brightness as a shift of +-30 HU (about +-0.12 of the default 250 HU window),
+    contrast 0.75-1.25 about the patch mean, Gaussian noise up to 30 HU sd (a low-dose scan),
+    blur sigma 0.5-1 voxel, low resolution 0.5-1, gamma 0.7-1.5. ``liver_shift_hu`` moves the liver's
+    enhancement against the other organs by up to +-40 HU (phase differences, METHOD.md's HU table).
+    """
+
+    shift_hu: tuple[float, tuple[float, float]] = (0.15, (-30.0, 30.0))
+    contrast: tuple[float, tuple[float, float]] = (0.15, (0.75, 1.25))
+    noise_hu: tuple[float, tuple[float, float]] = (0.15, (0.0, 30.0))
+    blur_voxels: tuple[float, tuple[float, float]] = (0.2, (0.5, 1.0))
+    resolution: tuple[float, tuple[float, float]] = (0.25, (0.5, 1.0))
+    gamma: tuple[float, tuple[float, float]] = (0.3, (0.7, 1.5))
+    liver_shift_hu: tuple[float, tuple[float, float]] = (0.3, (-40.0, 40.0))
+
+    def __post_init__(self) -> None:
+        for name in ("shift_hu", "contrast", "noise_hu", "blur_voxels", "resolution", "gamma", "liver_shift_hu"):
+            probability, (low, high) = getattr(self, name)
+            object.__setattr__(self, name, (float(probability), (float(low), float(high))))
+            if not 0.0 <= probability <= 1.0 or low > high:
+                raise ValueError(f"intensity.{name} must be [probability, [low, high]], got {getattr(self, name)}")
+        if self.contrast[1][0] <= 0 or self.gamma[1][0] <= 0 or self.noise_hu[1][0] < 0:
+            raise ValueError("intensity: contrast and gamma must be > 0 and noise_hu >= 0")
+        if self.blur_voxels[1][0] < 0 or not 0 < self.resolution[1][0] <= self.resolution[1][1] <= 1:
+            raise ValueError("intensity: blur_voxels must be >= 0 and resolution within (0, 1]")
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """Augmentation probabilities and ranges (defaults: the paper's).
 
@@ -73,6 +104,7 @@ class AugmentConfig:
     rotation_max_degrees: float = 30.0
     flip_probability: float = 0.5
     random_windowing: RandomWindowing | None = field(default_factory=RandomWindowing)
+    intensity: IntensityAugment | None = None
 
     def __post_init__(self) -> None:
         for name in ("scale_probability", "rotation_probability", "flip_probability"):
@@ -111,6 +143,7 @@ class TrainingConfig:
     output_dir: Path
     validation: tuple[DatasetEntry, ...] = ()
     cache_dir: Path | None = None
+    init_weights: Path | None = None  # a model manifest (.json) to start from (fine-tuning); same network
     model_name: str = "lvt_model"
     model_version: str = "0.1.0"
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
@@ -128,12 +161,14 @@ class TrainingConfig:
     seed: int = 0
     use_amp: bool = True
     cache_workers: int = 1
+    folds: int | None = None
+    fold: int | None = None
     source: str = ""
     base_dir: Path = Path(".")
 
     def __post_init__(self) -> None:
-        if self.loss not in ("ml", "mlx", "mc"):
-            raise ValueError(f"loss must be 'ml', 'mlx' or 'mc', got {self.loss!r}")
+        if self.loss not in TARGET_OF_LOSS:
+            raise ValueError(f"loss must be one of {', '.join(TARGET_OF_LOSS)}, got {self.loss!r}")
         head = "softmax" if self.loss == "mc" else "sigmoid"
         if self.network.head != head:
             object.__setattr__(self, "network", replace(self.network, head=head))
@@ -145,14 +180,38 @@ class TrainingConfig:
             raise ValueError(f"patch_size_zyx {self.patch_size_zyx} must be multiples of {self.network.divisor}")
         if not 0.0 <= self.foreground_probability <= 1.0:
             raise ValueError("foreground_probability must be in [0, 1]")
+        _check_fold(self.fold, self.folds, bool(self.validation))
 
     @property
     def resolved_cache_dir(self) -> Path:
+        """Shared by all folds of a cross-validation: each case is cached once."""
         return self.cache_dir or self.output_dir / "cache"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run writes: ``output_dir``, or its ``fold_<k>`` subfolder when training one fold."""
+        return self.output_dir if self.fold is None else self.output_dir / f"fold_{self.fold}"
 
     def to_dict(self) -> dict:
         """JSON-ready form (for manifests and resume checks)."""
         return json.loads(json.dumps(_plain(self), default=str))
+
+
+def _check_fold(fold: Any, folds: Any, has_validation: bool) -> None:
+    """Cross-validation settings: ``folds`` >= 2, ``fold`` in 0..folds-1, the held-out fold as the only validation."""
+    for name, value in (("folds", folds), ("fold", fold)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if folds is not None and folds < 2:
+        raise ValueError(f"folds must be >= 2 (cross-validation), got {folds}")
+    if fold is None:
+        return
+    if folds is None:
+        raise ValueError(f"fold {fold} needs the number of folds (folds: N in the config, or --folds N)")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1} for {folds} folds, got {fold}")
+    if has_validation:
+        raise ValueError("with a fold, the held-out fold is the validation set; remove the config's validation list")
 
 
 def _plain(value: Any) -> Any:
@@ -230,6 +289,9 @@ def _augment(section: Any) -> AugmentConfig:
     if windowing is not None:
         known = _field_names(RandomWindowing)
         data["random_windowing"] = RandomWindowing(**_tuples(_checked(windowing, "augment.random_windowing", known)))
+    intensity = data.get("intensity")
+    if intensity is not None:
+        data["intensity"] = IntensityAugment(**_checked(intensity, "augment.intensity", _field_names(IntensityAugment)))
     return AugmentConfig(**data)
 
 
@@ -239,7 +301,7 @@ _SECTIONS = {"network": _network, "optimizer": _optimizer, "augment": _augment, 
 def _arguments(data: Any, base_dir: Path, source: str) -> dict[str, Any]:
     """TrainingConfig's arguments from the file's mapping; paths resolved, sections and datasets built."""
     data = _checked(data, "", _SETTABLE_FIELDS, required=("datasets",))
-    for key in ("output_dir", "cache_dir"):
+    for key in ("output_dir", "cache_dir", "init_weights"):
         if data.get(key) is not None:
             data[key] = (base_dir / data[key]).resolve()
     data.setdefault("output_dir", (base_dir / "runs" / str(data.get("model_name", "lvt_model"))).resolve())

@@ -22,18 +22,19 @@ import torch
 from safetensors.torch import load_file
 
 from lvt.atomic import atomic_folder, write_text_atomically
-from lvt.errors import CancelledError
+from lvt.errors import CancelledError, InputError
 from lvt.evaluate.metrics import dice_score
 from lvt.labels import CLASS_KEYS, exclusive_labels, masks_from_labels
 from lvt.progress import ProgressCallback, check_cancel, report
-from lvt.segment.model_file import ModelManifest, save_model, save_tensors
+from lvt.segment.model_file import ModelManifest, load_model, save_model, save_tensors
 from lvt.segment.network import UNet, build_network
+from lvt.segment.network_config import TARGET_OF_LOSS
 from lvt.segment.postprocess import decode_masks
 from lvt.segment.predict import Predictor, SlidingWindowConfig
 from lvt.train.augment import apply_augment, context_size, draw_augment_params
 from lvt.train.config import TrainingConfig
 from lvt.train.data.cache import CachedCase
-from lvt.train.data.prepare import dataset_weights, prepare_cases
+from lvt.train.data.prepare import dataset_weights, prepare_run_cases
 from lvt.train.distributed import DistributedRun, init_distributed, prepare_for_ddp
 from lvt.train.losses import lvt_loss
 from lvt.train.sampling import PatchSampler
@@ -81,20 +82,32 @@ def model_manifest(config: TrainingConfig, training: dict | None = None, metrics
     """The manifest of a model this config trains: inference settings, target kind and head, provenance."""
     return ModelManifest(name=config.model_name, version=config.model_version, spacing_mm=config.spacing_mm,
                          patch_size_zyx=config.patch_size_zyx, window=config.window, network=config.network,
-                         target=config.loss, training=training or {}, metrics=metrics or {})
+                         target=TARGET_OF_LOSS[config.loss], training=training or {}, metrics=metrics or {})
+
+
+def _start_from(network: torch.nn.Module, config: TrainingConfig) -> None:
+    """Load ``config.init_weights`` (a checked model file) into ``network``; its architecture must match."""
+    start, manifest = load_model(config.init_weights)
+    if manifest.network != config.network:
+        raise InputError(config.init_weights, f"its network {manifest.network} is not the config's {config.network}")
+    network.load_state_dict(start.state_dict())
+    logger.info("starting from %s %s (%s)", manifest.name, manifest.version, config.init_weights)
 
 
 class Trainer:
     """State of one run: network, optimiser, schedule, sampler and generators."""
 
     def __init__(self, config: TrainingConfig, cases: list[CachedCase], device: torch.device,
-                 ddp: DistributedRun) -> None:
+                 ddp: DistributedRun, cross_validation: dict | None = None) -> None:
         self.config = config
+        self.cross_validation = cross_validation
         self.device = device
         self.ddp = ddp
         torch.manual_seed(config.seed)
         self.network, self.model = prepare_for_ddp(build_network(config.network).to(device), ddp, device)
         self.network.deep_supervision = True
+        if config.init_weights is not None:
+            _start_from(self.network, config)
         self.optimizer, self.scheduler = build_optimizer(self.network, config)
         self.context = context_size(config.patch_size_zyx, config.augment)
         self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed,
@@ -133,9 +146,11 @@ class Trainer:
         return contextlib.nullcontext()
 
     def manifest(self, metrics: dict | None = None) -> ModelManifest:
-        return model_manifest(self.config, {"config": self.config.to_dict(), "steps": self.step,
-                                            "device": str(self.device), "world_size": self.ddp.world_size,
-                                            "torch": torch.__version__}, metrics)
+        training = {"config": self.config.to_dict(), "steps": self.step, "device": str(self.device),
+                    "world_size": self.ddp.world_size, "torch": torch.__version__}
+        if self.cross_validation is not None:
+            training["cross_validation"] = self.cross_validation
+        return model_manifest(self.config, training, metrics)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Optimiser tensors and JSON state: everything a resume needs besides the weights."""
@@ -223,12 +238,11 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
         CancelledError: after saving a resume point, when ``cancel`` was set.
     """
     ddp, torch_device = init_distributed(device)
-    out = config.output_dir
-    train_cases, skipped = prepare_cases(config.datasets, config, skip_bad_cases=skip_bad_cases,
-                                         progress=progress, cancel=cancel, write=ddp.is_main, ddp=ddp)
-    val_cases, _ = prepare_cases(config.validation, config, skip_bad_cases=skip_bad_cases, progress=progress,
-                                 cancel=cancel, write=ddp.is_main, ddp=ddp)
-    trainer = Trainer(config, train_cases, torch_device, ddp)
+    out = config.run_dir
+    cases = prepare_run_cases(config, skip_bad_cases=skip_bad_cases, progress=progress, cancel=cancel,
+                              write=ddp.is_main, ddp=ddp)
+    val_cases, skipped = cases.validation, cases.skipped
+    trainer = Trainer(config, cases.training, torch_device, ddp, cases.cross_validation)
     resume_point = find_resume_point(out) if resume else None
     if resume_point:
         trainer.load_state(resume_point)
@@ -236,6 +250,8 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomically(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        if cases.cross_validation is not None:
+            write_text_atomically(out / "folds.json", json.dumps(cases.cross_validation, indent=2))
     start = time.perf_counter()
     first_step = trainer.step
     losses: list[float] = []
@@ -267,16 +283,16 @@ def _after_step(trainer: Trainer, losses: list[float], val_cases: list[CachedCas
         record["validation"] = validate(trainer.network, config, val_cases, trainer.device)
         if trainer.ddp.is_main and record["validation"]["mean_dice"] > trainer.best_score:
             trainer.best_score = record["validation"]["mean_dice"]
-            save_model(trainer.network, trainer.manifest(record["validation"]), config.output_dir / "best.json")
+            save_model(trainer.network, trainer.manifest(record["validation"]), config.run_dir / "best.json")
     trainer.history.append(record)
     if trainer.ddp.is_main:
-        _log_line(config.output_dir / "metrics.jsonl", record)
+        _log_line(config.run_dir / "metrics.jsonl", record)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            save_resume_point(trainer, config.output_dir / "checkpoints" / "last")
+            save_resume_point(trainer, config.run_dir / "checkpoints" / "last")
 
 
 def _finish(trainer: Trainer, val_cases: list[CachedCase], seconds: float, skipped: list[str]) -> TrainingResult:
-    out = trainer.config.output_dir
+    out = trainer.config.run_dir
     last_validation = next((h["validation"] for h in reversed(trainer.history) if "validation" in h), {})
     best = out / "best.json" if (out / "best.json").is_file() else None
     if trainer.ddp.is_main:

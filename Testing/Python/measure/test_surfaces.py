@@ -173,3 +173,31 @@ def test_front_view_shows_the_patients_right_on_the_left(tmp_path):
     with_liver = matplotlib.image.imread(render_surfaces_png(surfaces, tmp_path / "all.png", size_px=(200, 160)))
     liver_tinted = with_liver[..., 0] - with_liver[..., 2] > 0.15
     assert liver_tinted.mean() > 0.2  # the translucent liver is drawn too (depth peeling once hid it)
+
+
+def test_lines_are_drawn_over_the_surfaces_that_hide_them(tmp_path):
+    """A lesion's longest diameter runs inside its opaque tumor: the 3D view draws it on top, at its place."""
+    try:
+        check_offscreen_rendering()
+    except OffscreenRenderingError as error:
+        pytest.skip(str(error))
+    import matplotlib.image
+
+    from lvt.measure.surface_view import LINE_COLOUR
+
+    grid = _grid((24, 60, 80), (1.0, 1.0, 2.0), np.eye(3))
+    labels = np.where(_ellipsoid(grid, (12.0, 12.0, 12.0)), 3, 0).astype(np.uint8)
+    tumor = extract_surfaces(grid.with_array(labels))
+    # from the tumor's centre 10 mm towards the patient's left (LPS +x), which the front view shows on the right
+    line = ((10.0, -20.0, 30.0), (20.0, -20.0, 30.0))
+
+    def line_pixels(**options) -> np.ndarray:
+        rgb = matplotlib.image.imread(render_surfaces_png(tumor, tmp_path / "v.png", size_px=(200, 200), **options))
+        return np.linalg.norm(rgb[..., :3] - np.asarray(LINE_COLOUR), axis=-1) < 0.12
+
+    assert not line_pixels().any()
+    drawn = line_pixels(lines_lps=[line])
+    rows, columns = np.nonzero(drawn)
+    assert columns.size > 40
+    assert np.ptp(rows) < 0.3 * np.ptp(columns)  # horizontal on the screen, as an L-R line seen from the front
+    assert columns.min() >= 95 and columns.mean() > 115  # the image's right half, from its centre

@@ -116,3 +116,21 @@ def test_training_config_and_dataset_spec_files_are_read_by_one_reader(tmp_path)
         broken.write_text("name: [unclosed\n", encoding="utf-8")
         with pytest.raises(InputError, match=r"broken\.yaml: is not valid YAML/JSON"):
             load(broken)
+
+
+def test_the_paper_preset_is_the_final_recipe_and_says_what_it_needs() -> None:
+    path = REPO / "LVTTraining" / "configs" / "paper_final.yaml"
+    config = load_training_config(path)
+    optimizer = config.optimizer
+    assert (optimizer.name, optimizer.schedule, optimizer.warmup_steps) == ("sgd", "poly", 0)
+    assert (optimizer.learning_rate, optimizer.weight_decay, optimizer.momentum) == (1e-2, 3e-5, 0.99)
+    assert config.spacing_mm == (1.0, 1.0, 1.0) and config.patch_size_zyx == (96, 128, 128)
+    assert config.batch_size * config.steps == 448_000 and config.folds == 5 and config.fold is None
+    assert config.loss == "ml" and config.foreground_probability == 0.333
+    weights = {entry.spec.name: entry.spec.annotated for entry in config.datasets}
+    assert weights == {"lits": (True, False, True), "msd_task08_hepaticvessel_liver": (True, True, True),
+                       "ircadb": (True, True, True)}
+    assert config.datasets[1].spec.second_labels.positive_is == ("liver",)
+    header = path.read_text(encoding="utf-8").split("\nmodel_name")[0]
+    assert "GPU" in header and "public datasets" in header
+    assert load_training_config(path, fold=4).run_dir == config.output_dir / "fold_4"

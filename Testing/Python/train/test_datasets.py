@@ -159,6 +159,71 @@ def test_hepaticvessel_liver_couinaud_segments_all_become_liver(tmp_path: Path) 
     assert_masks(case, box_mask(LIVER_BOX), None, None)
 
 
+def task08_with_liver_masks(root: Path, case_ids: tuple[str, ...] = ("004",)) -> tuple[Path, Path, np.ndarray]:
+    """Task08 (vessel 1, tumour 2) and a separate folder of Couinaud-segment liver masks for the same CTs."""
+    task08, masks = root / "Task08_HepaticVessel", root / "hv_liver"
+    (task08 / "imagesTr").mkdir(parents=True)
+    (task08 / "dataset.json").write_text("{}")
+    vessel_tumor = label_array({1: VESSEL_BOX, 2: TUMOR_BOX})
+    segments = np.zeros(SHAPE_ZYX, dtype=np.uint8)
+    segments[LIVER_BOX] = 3  # Couinaud segment 3
+    for case_id in case_ids:
+        write_pair(task08 / "imagesTr" / f"hepaticvessel_{case_id}.nii.gz",
+                   task08 / "labelsTr" / f"hepaticvessel_{case_id}.nii.gz", vessel_tumor)
+        write_volume(masks / f"hepaticvessel_{case_id}.nii.gz", segments)
+    return task08, masks, vessel_tumor
+
+
+def test_two_label_sources_make_one_case_with_the_classes_of_both(tmp_path: Path) -> None:
+    task08, masks, vessel_tumor = task08_with_liver_masks(tmp_path)
+    spec = DatasetSpec.from_dict({"builtin": "msd_task08_hepaticvessel_liver", "root": str(task08),
+                                  "second_labels": {"label_root": str(masks)}}, source="test")
+    (ref,) = discover_cases(spec)
+    assert ref.second_label_path == masks / "hepaticvessel_004.nii.gz"
+    case = load_case(ref)
+    assert case.name == "msd_task08_hepaticvessel_liver/004" and case.annotated == (True, True, True)
+    # liver from the second source, vessel and tumor from Task08; the hierarchy is applied later, in the cache
+    assert_masks(case, box_mask(LIVER_BOX), vessel_tumor == 1, vessel_tumor == 2)
+    # the spec's identity (cache key) includes the second source
+    other = DatasetSpec.from_dict({**spec.to_dict(), "second_labels": {**spec.second_labels.to_dict(),
+                                                                        "label_pattern": "x_{case}.nii.gz"}}, "test")
+    assert spec_fingerprint(other) != spec_fingerprint(spec)
+    assert DatasetSpec.from_dict(spec.to_dict(), "test") == spec
+
+
+def test_a_second_label_on_another_grid_or_missing_is_refused_naming_the_case(tmp_path: Path) -> None:
+    task08, masks, _ = task08_with_liver_masks(tmp_path, ("004", "005"))
+    shifted = np.zeros(SHAPE_ZYX, dtype=np.uint8)
+    write_volume(masks / "hepaticvessel_004.nii.gz", shifted, origin=(-10.0, 5.0, 90.0))  # 10 mm lower
+    (masks / "hepaticvessel_005.nii.gz").unlink()
+    spec = load_builtin_spec("msd_task08_hepaticvessel_liver", root=task08, second_labels={"label_root": masks})
+    refs = discover_cases(spec)
+    with pytest.raises(CaseError, match=r"hepaticvessel_004\.nii\.gz: case msd_task08_hepaticvessel_liver/004: label "
+                                        r"grid does not match its image \(origin differ"):
+        load_case(refs[0])
+    with pytest.raises(CaseError, match=r"case msd_task08_hepaticvessel_liver/005: missing pair: no second label"):
+        load_case(refs[1])
+
+
+LIVER_SOURCE = {"label_pattern": "x_{case}.nii.gz", "positive_is": ["liver"]}
+
+
+@pytest.mark.parametrize(("second", "annotated", "message"), [
+    ({"label_pattern": "x_{case}.nii.gz", "positive_is": ["tumor"]}, [0, 1, 1], r"tumor would come from both"),
+    ({"label_pattern": "x_{case}.nii.gz"}, [1, 1, 1], r"second_labels': give value_map"),
+    ({**LIVER_SOURCE, "label_pattern": "x.nii.gz"}, [1, 1, 1], r"second_labels.label_pattern'.*no \{case\}"),
+    ({**LIVER_SOURCE, "valu_map": {}}, [1, 1, 1], r"did you mean 'value_map'"),
+    (LIVER_SOURCE, [0, 1, 1], r"labels map to liver but liver is not marked annotated"),
+])
+def test_an_invalid_second_label_source_is_refused_naming_the_field(second: dict, annotated: list,
+                                                                   message: str) -> None:
+    spec = {"name": "t8", "kind": "msd", "root": "/data/t8", "image_pattern": "i_{case}.nii.gz",
+            "label_pattern": "l_{case}.nii.gz", "value_map": {1: "vessel", 2: "tumor"}, "annotated": annotated,
+            "second_labels": second}
+    with pytest.raises(InputError, match=rf"^cfg\.yaml: dataset 't8': .*{message}"):
+        DatasetSpec.from_dict(spec, source="cfg.yaml")
+
+
 def test_ircadb_dicom_masks_vessels_outside_the_liver_are_dropped(tmp_path: Path) -> None:
     portal_box = (slice(2, 6), slice(7, 10), slice(0, 5))  # runs out of the liver (rows 9, columns 0-1)
     venous_box = (slice(0, 3), slice(4, 5), slice(6, 8))  # partly above the liver (slice 0)
@@ -378,7 +443,8 @@ def test_spec_file_root_is_relative_to_the_file_and_builtin_can_be_named_in_a_co
 
 EXPECTED_WEIGHTS = {
     "lits": (1, 0, 1), "msd_task03_liver": (1, 0, 1), "msd_task08_hepaticvessel": (0, 1, 1),
-    "hepaticvessel_liver": (1, 0, 0), "ircadb": (1, 1, 1), "totalsegmentator": (1, 0, 0),
+    "hepaticvessel_liver": (1, 0, 0), "msd_task08_hepaticvessel_liver": (1, 1, 1), "ircadb": (1, 1, 1),
+    "totalsegmentator": (1, 0, 0),
     "totalsegmentator_multilabel": (1, 0, 0), "pairs": (1, 1, 1), "phantom": (1, 1, 1),
     "shared_totalsegmentator_example": (1, 0, 0),
 }

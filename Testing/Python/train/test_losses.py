@@ -1,4 +1,5 @@
-"""The partial-label losses on hand-computed numbers: masking, per-sample normalisation, deep supervision.
+"""The partial-label losses on hand-computed numbers: masking, per-sample normalisation, deep supervision;
+and the combined Dice + BCE + focal-Tversky loss, down to a tiny real training run.
 
 Every expected value is worked out in the comments from tiny tensors whose probabilities are simple
 fractions (sigmoid(+-ln 3) = 3/4 or 1/4; softmax of log-probabilities gives those probabilities), so
@@ -8,19 +9,24 @@ no test recomputes the formula it checks.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from lvt.errors import InputError
 from lvt.labels import apply_hierarchy, exclusive_labels
+from lvt.train.config import training_config_from_dict
+from lvt.train.loop import model_manifest, run_training
 from lvt.train.losses import (
     deep_supervision_targets,
     deep_supervision_weights,
+    focal_tversky_loss,
     known_voxel_mask,
     loss_targets,
     lvt_loss,
+    masked_combined_loss,
     masked_multiclass_loss,
     masked_multilabel_loss,
 )
@@ -50,11 +56,17 @@ def test_eq1_is_normalised_per_sample_by_its_annotated_classes() -> None:
         math.log(4 / 3) + 3 / 77, abs=1e-6)
 
 
-def test_unannotated_class_gets_exactly_zero_gradient() -> None:
-    logits = torch.randn(3, 3, 6, 6, 6, requires_grad=True)
+@pytest.mark.parametrize("loss", [masked_multilabel_loss, masked_combined_loss])
+def test_unannotated_class_gets_exactly_zero_gradient(loss) -> None:
+    logits = torch.randn(3, 3, 6, 6, 6)
+    logits[0, 1] = -100.0  # an unannotated class predicted empty (sigmoid 0) on an empty target: 1 - TI = 0
+    logits[1, 0] = 100.0  # an annotated class predicted full (sigmoid 1): no NaN may come from either
+    logits.requires_grad_(True)
     targets = (torch.rand(3, 3, 6, 6, 6) > 0.5).float()
+    targets[0, 1] = 0.0
     weights = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    masked_multilabel_loss(logits, targets, weights).backward()
+    loss(logits, targets, weights).backward()
+    assert torch.isfinite(logits.grad).all()
     for b in range(3):
         for k in range(3):
             norm = logits.grad[b, k].abs().sum().item()
@@ -156,7 +168,10 @@ def test_deep_supervision_targets_follow_one_rule_for_every_loss() -> None:
         for sample in range(2):
             exclusive = exclusive_labels(ml[level][sample].numpy().astype(bool))
             assert np.array_equal(exclusive, mc[level][sample].numpy())
-        assert torch.equal(F.one_hot(mc[level], 4).movedim(-1, 1)[:, 1:].float(), mlx[level])
+        # MLx: at most one class per voxel, the one whose label value MC holds (channel k is value k + 1)
+        assert mlx[level].sum(dim=1).max() <= 1
+        assert torch.equal((mlx[level] * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1, 1)).sum(dim=1).long(),
+                           mc[level])
         # and Eq. 2's known-voxel mask of a level is the full-resolution mask at the same voxels
         step = 2**level
         assert torch.equal(known_voxel_mask(mc[level], weights),
@@ -175,3 +190,85 @@ def test_deep_supervision_weights_halve_and_levels_add_up() -> None:
     masks = torch.zeros(1, 3, 2, 2, 2)
     masks[..., 1, 1, 1] = 1.0
     assert lvt_loss(outputs, masks, torch.ones(1, 3), "ml").item() == pytest.approx(1.0931472, abs=1e-6)
+
+
+# The combined loss. Every focal-Tversky term below: 1 - TI with TI = (TP + 1) / (TP + 0.7 FN + 0.3 FP + 1),
+# soft counts TP = sum(p y), FN = sum((1 - p) y), FP = sum(p (1 - y)), raised to the power 0.75.
+
+
+def test_focal_tversky_weighs_missed_voxels_more_than_false_alarms() -> None:
+    # y = [1, 1, 0], p = [3/4, 1/4, 3/4]: TP = 1, FN = 1/4 + 3/4 = 1, FP = 3/4
+    #   TI = 2 / (1 + 0.7 + 0.225 + 1) = 2/2.925, 1 - TI = 37/117, loss = (37/117)^0.75 = 0.4217081
+    # (alpha and beta swapped: 1 - 2/2.825, loss 0.3972616)
+    p = torch.tensor([[[0.75, 0.25, 0.75]]])
+    y = torch.tensor([[[1.0, 1.0, 0.0]]])
+    assert focal_tversky_loss(p, y).item() == pytest.approx(0.4217081, abs=1e-6)
+    # a perfect class costs (almost) nothing: 1 - TI is clamped at 1e-6, 1e-6^0.75 = 3.2e-5
+    assert focal_tversky_loss(y, y).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_combined_loss_on_hand_computed_numbers() -> None:
+    # One sample annotating liver and tumor (w = [1, 0, 1]); three voxels per class; logits +-ln 3.
+    #   liver  y = [1, 1, 0], p = [3/4, 1/4, 3/4]:
+    #     BCE  = (ln(4/3) + ln 4 + ln 4) / 3                                 = 1.0200903
+    #     Dice = 1 - (2*1 + 1) / (2 + 19/16 + 1) = 1 - 48/67 = 19/67          = 0.2835821
+    #     FT   = (37/117)^0.75 (above)                                        = 0.4217081
+    #   tumor  y = [0, 0, 0], p = [1/4, 1/4, 1/4]:
+    #     BCE  = ln(4/3)                                                      = 0.2876821
+    #     Dice = 1 - 1 / (3/16 + 1) = 3/19                                    = 0.1578947
+    #     FT   : TP = FN = 0, FP = 3/4: 1 - TI = 1 - 1/1.225 = 9/49, (9/49)^0.75 = 0.2805659
+    #   vessel is not annotated (logit 5 on a 0 target) and must not count.
+    #   sample loss = (1.7253805 + 0.7261427) / 2 = 1.2257616
+    # A second sample annotating nothing adds nothing.
+    logits = torch.tensor([[[LN3, -LN3, LN3], [5.0, 5.0, 5.0], [-LN3, -LN3, -LN3]],
+                           [[5.0, 5.0, 5.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]])
+    targets = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                            [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    weights = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert masked_combined_loss(logits, targets, weights).item() == pytest.approx(1.2257616, abs=1e-6)
+    # the paper's ML loss on the same tensors: the same numbers without the FT terms
+    assert masked_multilabel_loss(logits, targets, weights).item() == pytest.approx(
+        (1.0200903 + 0.2835821 + 0.2876821 + 0.1578947) / 2, abs=1e-6)
+
+
+def test_combined_loss_uses_multi_hot_targets_and_deep_supervision() -> None:
+    # As the ML deep-supervision case above (all logits 0, p = 1/2; one foreground voxel at (1, 1, 1) of
+    # 2x2x2 in every class, so ML = ln 2 + 0.4), plus the FT terms with multi-hot targets:
+    #   level 0: TP = 1/2, FN = 1/2, FP = 7/2: 1 - TI = 1 - 1.5/2.9 = 14/29, (14/29)^0.75 = 0.5791586
+    #   level 1: the single voxel is background: FP = 1/2: 1 - TI = 0.15/1.15 = 3/23, (3/23)^0.75 = 0.2170426
+    #   total = ln 2 + 0.4 + 2/3 * 0.5791586 + 1/3 * 0.2170426 = 1.5516005
+    # (exclusive targets, as MLx's, would leave liver and vessel empty at that voxel and give another number)
+    outputs = [torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 3, 1, 1, 1)]
+    masks = torch.zeros(1, 3, 2, 2, 2)
+    masks[..., 1, 1, 1] = 1.0
+    assert torch.equal(loss_targets(masks, "ml_dice_bce_ft"), masks)
+    assert lvt_loss(outputs, masks, torch.ones(1, 3), "ml_dice_bce_ft").item() == pytest.approx(1.5516005, abs=1e-6)
+
+
+def _tiny_config(tmp_path: Path, loss: str, steps: int = 40):
+    """The conftest tiny-model recipe (coarse phantoms, 6 mm, 32^3 patches) with the given loss."""
+    return training_config_from_dict({
+        "model_name": "tiny", "output_dir": str(tmp_path / "run"), "spacing_mm": [6.0, 6.0, 6.0],
+        "patch_size_zyx": [32, 32, 32], "batch_size": 2, "steps": steps, "validate_every": steps, "seed": 5,
+        "loss": loss, "network": {"features_per_stage": [8, 16, 32], "deep_supervision_levels": 2},
+        "optimizer": {"learning_rate": 0.01, "warmup_steps": 2},
+        "datasets": [{"name": "ph", "kind": "phantom", "annotated": [1, 1, 1],
+                      "phantom": {"count": 2, "seed": 21, "spacing_mm": [6.0, 6.0, 6.0]}}],
+    }, tmp_path, source="test")
+
+
+def test_config_accepts_the_combined_loss_and_its_models_decode_as_ml(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, "ml_dice_bce_ft")
+    assert config.network.head == "sigmoid"
+    manifest = model_manifest(config)
+    assert (manifest.target, manifest.network.head) == ("ml", "sigmoid")
+    with pytest.raises(InputError, match="ml_dice_bce_ft"):
+        _tiny_config(tmp_path, "dice_bce_ft")
+
+
+def test_tiny_training_lowers_the_combined_loss(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    result = run_training(_tiny_config(tmp_path, "ml_dice_bce_ft", steps=60), device="cpu")
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class CaseRef:
     spec: DatasetSpec
     image_path: Path | None = None
     label_path: Path | None = None
+    second_label_path: Path | None = None
     phantom_seed: int | None = None
     problem: str | None = None
 
@@ -63,8 +64,28 @@ def discover_cases(spec: DatasetSpec) -> list[CaseRef]:
         )
     if spec.cases:
         listed = [case for case in spec.cases if case.case_id not in spec.exclude_cases]
-        return [_listed_ref(spec, case, root, label_root) for case in listed]
-    return _pattern_refs(spec, root, label_root)
+        refs = [_listed_ref(spec, case, root, label_root) for case in listed]
+    else:
+        refs = _pattern_refs(spec, root, label_root)
+    return refs if spec.second_labels is None else _with_second_labels(spec, refs, root)
+
+
+def _with_second_labels(spec: DatasetSpec, refs: list[CaseRef], root: Path) -> list[CaseRef]:
+    """Each case with its second label file; a case with none (or several) gets a problem, like a missing pair."""
+    assert spec.second_labels is not None
+    pattern = spec.second_labels.label_pattern
+    second_root = spec.second_labels.label_root
+    folder = root if second_root is None else _existing_folder(spec, second_root, "second_labels.label_root")
+    found = _match_pattern(folder, pattern)
+    if not found:
+        raise InputError(folder, f"dataset {spec.name!r}: nothing matches second_labels.label_pattern {pattern!r}")
+    paired = []
+    for ref in refs:
+        paths = found.get(ref.case_id, [])
+        problem = _pair_problem("second label", paths, pattern)
+        paired.append(replace(ref, second_label_path=paths[0] if len(paths) == 1 else None,
+                              problem="; ".join(p for p in (ref.problem, problem) if p) or None))
+    return paired
 
 
 def _existing_folder(spec: DatasetSpec, folder: Path | None, field_name: str) -> Path:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -64,8 +65,17 @@ class LoadedCase:
             )
 
 
+class LabelMeaning(Protocol):
+    """What a label map's values mean: a dataset spec, or its second label source."""
+
+    value_map: dict[int, tuple[str, ...]]
+    positive_is: tuple[str, ...]
+    other_values: str
+
+
 def load_case(ref: CaseRef) -> LoadedCase:
-    """Read one case: the CT (float32 HU) and its per-class masks on the CT grid.
+    """Read one case: the CT (float32 HU) and its per-class masks on the CT grid (from both label sources
+    when the spec has ``second_labels``; each annotates its own classes).
 
     Raises:
         CaseError: naming the case: a missing pair, an unreadable file, a label grid that does not
@@ -80,8 +90,10 @@ def load_case(ref: CaseRef) -> LoadedCase:
     if ref.spec.structure_map:
         masks = _structure_masks(ref, image, ref.label_path)
     else:
-        labels = _aligned_to_image(ref, _read(ref, ref.label_path, read_label_image), image, ref.label_path)
-        masks = _masks_from_values(ref, labels.array)
+        masks = _masks_from_file(ref, image, ref.label_path, ref.spec)
+    if ref.spec.second_labels is not None:
+        assert ref.second_label_path is not None  # set when problem is None
+        masks |= _masks_from_file(ref, image, ref.second_label_path, ref.spec.second_labels)
     return LoadedCase(ref.name, image, masks, ref.spec.annotated)
 
 
@@ -105,9 +117,14 @@ def _read(ref: CaseRef, path: Path, reader: Callable[[Path], Image]) -> Image:
         raise CaseError(ref.name, f"cannot read: {error}", path) from error
 
 
-def _masks_from_values(ref: CaseRef, labels: np.ndarray) -> np.ndarray:
-    """(3, Z, Y, X) bool masks from a label map through the spec's value map."""
-    spec = ref.spec
+def _masks_from_file(ref: CaseRef, image: Image, path: Path, meaning: LabelMeaning) -> np.ndarray:
+    """(3, Z, Y, X) bool masks of a label map file, on the image grid (or refused when its grid differs)."""
+    labels = _aligned_to_image(ref, _read(ref, path, read_label_image), image, path)
+    return _masks_from_values(ref, labels.array, meaning, path)
+
+
+def _masks_from_values(ref: CaseRef, labels: np.ndarray, spec: LabelMeaning, path: Path) -> np.ndarray:
+    """(3, Z, Y, X) bool masks from a label map through a value map."""
     masks = np.zeros((NUM_CLASSES, *labels.shape), dtype=bool)
     unknown = []
     for value in _present_values(labels):
@@ -121,9 +138,9 @@ def _masks_from_values(ref: CaseRef, labels: np.ndarray) -> np.ndarray:
     if unknown:
         shown = ", ".join(map(str, unknown[:20])) + (", ..." if len(unknown) > 20 else "")
         raise CaseError(
-            ref.name, f"label value(s) {shown} are not in the value map of dataset {spec.name!r} "
-            f"({spec.source or 'spec given in code'}); add them to value_map or set other_values: background",
-            ref.label_path,
+            ref.name, f"label value(s) {shown} are not in the value map of dataset {ref.spec.name!r} "
+            f"({ref.spec.source or 'spec given in code'}); add them to value_map or set other_values: background",
+            path,
         )
     if spec.positive_is:
         positive = labels > 0

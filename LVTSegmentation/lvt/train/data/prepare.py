@@ -11,7 +11,8 @@ import hashlib
 import logging
 import multiprocessing
 import threading
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from lvt.train.data.cache import (
     write_cached_case,
 )
 from lvt.train.data.discovery import CaseRef, discover_cases
+from lvt.train.data.folds import split_folds
 from lvt.train.data.loading import CaseError, load_case
 from lvt.train.data.specs import spec_fingerprint
 from lvt.train.data.synthetic_tumors import insert_synthetic_tumors
@@ -135,12 +137,14 @@ def dataset_weights(entries: tuple[DatasetEntry, ...]) -> dict[str, float]:
 
 def prepare_cases(entries: tuple[DatasetEntry, ...], config: TrainingConfig, *, skip_bad_cases: bool,
                   progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                  write: bool = True, ddp: DistributedRun | None = None) -> tuple[list[CachedCase], list[str]]:
+                  write: bool = True, ddp: DistributedRun | None = None,
+                  only: Collection[str] | None = None) -> tuple[list[CachedCase], list[str]]:
     """Cached cases of all entries; bad cases raise :class:`CaseError`, or are skipped and listed.
 
+    ``only`` keeps just these base cases ("<dataset>/<case>"), each with its synthetic-tumor variants.
     Under torchrun only the writing rank builds the cache; the others wait at a barrier.
     """
-    jobs = [job for entry in entries for job in _jobs(entry, config)]
+    jobs = [job for entry in entries for job in _jobs(entry, config) if only is None or job.ref.name in only]
     problems = _run_jobs(jobs, config.cache_workers, progress, cancel) if write else {}
     if ddp is not None:
         ddp.barrier()
@@ -152,3 +156,37 @@ def prepare_cases(entries: tuple[DatasetEntry, ...], config: TrainingConfig, *, 
         logger.warning("skipped %s", line)
     cases = [read_cached_case(f) for job in jobs if job.ref.name not in problems for f in job.folders if is_cached(f)]
     return cases, skipped
+
+
+@dataclass(frozen=True)
+class RunCases:
+    """A run's training and validation cases, the bad cases left out, and its fold when cross-validating."""
+
+    training: list[CachedCase]
+    validation: list[CachedCase]
+    skipped: list[str]
+    cross_validation: dict | None = None
+
+
+def prepare_run_cases(config: TrainingConfig, *, skip_bad_cases: bool, progress: ProgressCallback | None = None,
+                      cancel: threading.Event | None = None, write: bool = True,
+                      ddp: DistributedRun | None = None) -> RunCases:
+    """The config's training and validation lists or, for one fold, the other folds and the held-out one.
+
+    Held-out cases are validated as they are, without synthetic-tumor variants (those are training data).
+
+    Raises:
+        InputError: a dataset with fewer cases than folds (:func:`lvt.train.data.folds.split_folds`).
+    """
+    def prepared(entries: tuple[DatasetEntry, ...], only: Collection[str] | None) -> tuple[list[CachedCase], list[str]]:
+        return prepare_cases(entries, config, skip_bad_cases=skip_bad_cases, progress=progress, cancel=cancel,
+                             write=write, ddp=ddp, only=only)
+
+    if config.fold is None or config.folds is None:
+        training, skipped = prepared(config.datasets, None)
+        return RunCases(training, prepared(config.validation, None)[0], skipped)
+    split = split_folds(config.datasets, config.folds, config.seed, config.source)
+    training, skipped = prepared(config.datasets, split.training(config.fold))
+    held_out = tuple(replace(entry, synthetic_tumor_variants=0) for entry in config.datasets)
+    validation, _ = prepared(held_out, split.validation(config.fold))
+    return RunCases(training, validation, skipped, split.record(config.fold))

@@ -1,4 +1,4 @@
-"""The parts of a dataset spec (structure rules, listed cases, phantom options) and how each is read from YAML.
+"""The parts of a dataset spec (structure rules, listed cases, a second label source, phantom options) and their YAML.
 
 Every parser raises ValueError naming the field, so :meth:`lvt.train.data.specs.DatasetSpec.from_dict`
 can add the config file and the dataset to the message.
@@ -15,6 +15,7 @@ from typing import Any
 
 from lvt.labels import CLASS_KEYS, NUM_CLASSES
 from lvt.phantom import PhantomConfig
+from lvt.train.known_fields import unknown_fields_problem
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,35 @@ class ListedCase:
     case_id: str
     image: str
     label: str
+
+
+@dataclass(frozen=True)
+class SecondLabels:
+    """A second label map of each case, on the same CT (the paper merges the HepaticVessel liver masks with
+    Task08's vessel and tumor labels into one case annotating all three classes).
+
+    Attributes:
+        label_pattern: glob relative to ``label_root`` with the ``{case}`` of the spec's images.
+        label_root: the folder of these labels (default: the spec's ``root``).
+        value_map, positive_is, other_values: what its values mean, as the spec's fields of the same names.
+    """
+
+    label_pattern: str
+    label_root: Path | None = None
+    value_map: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    positive_is: tuple[str, ...] = ()
+    other_values: str = "error"
+
+    @property
+    def classes(self) -> frozenset[str]:
+        """The classes this source annotates."""
+        return frozenset(key for keys in self.value_map.values() for key in keys) | frozenset(self.positive_is)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label_pattern": self.label_pattern,
+                "label_root": None if self.label_root is None else self.label_root.as_posix(),
+                "value_map": {value: list(keys) for value, keys in sorted(self.value_map.items())},
+                "positive_is": list(self.positive_is), "other_values": self.other_values}
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,8 @@ def spec_arguments(data: Mapping[str, Any], base_dir: str | Path | None) -> dict
     arguments["value_map"] = _parse_value_map(data.get("value_map") or {})
     arguments["positive_is"] = _parse_class_list(data.get("positive_is"), "positive_is")
     arguments["structure_map"] = _parse_structure_map(data.get("structure_map") or {})
+    if data.get("second_labels") is not None:
+        arguments["second_labels"] = _parse_second_labels(data["second_labels"], base_dir)
     if data.get("phantom") is not None:
         arguments["phantom"] = _parse_phantom(data["phantom"])
     return arguments
@@ -158,9 +190,9 @@ def _parse_case_ids(raw: Any) -> tuple[str, ...]:
     return tuple(str(case) for case in raw)
 
 
-def _parse_value_map(raw: Any) -> dict[int, tuple[str, ...]]:
+def _parse_value_map(raw: Any, field_name: str = "value_map") -> dict[int, tuple[str, ...]]:
     if not isinstance(raw, Mapping):
-        raise ValueError(f"field 'value_map': expected a mapping label value -> class key(s), got {raw!r}")
+        raise ValueError(f"field {field_name!r}: expected a mapping label value -> class key(s), got {raw!r}")
     value_map = {}
     for value, keys in raw.items():
         try:
@@ -168,8 +200,8 @@ def _parse_value_map(raw: Any) -> dict[int, tuple[str, ...]]:
         except (TypeError, ValueError):
             number = None
         if number is None or isinstance(value, (bool, float)) or str(number) != str(value).strip():
-            raise ValueError(f"field 'value_map': key {value!r} is not a whole-number label value")
-        value_map[number] = _parse_class_list(keys, f"value_map[{number}]")
+            raise ValueError(f"field {field_name!r}: key {value!r} is not a whole-number label value")
+        value_map[number] = _parse_class_list(keys, f"{field_name}[{number}]")
     return value_map
 
 
@@ -196,6 +228,23 @@ def _parse_structure_map(raw: Any) -> tuple[StructureRule, ...]:
             )
         rules.append(StructureRule(str(pattern), target["class"], bool(target.get("intersect_liver", False))))
     return tuple(rules)
+
+
+def _parse_second_labels(raw: Any, base_dir: str | Path | None) -> SecondLabels:
+    where = "second_labels"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"field {where!r}: expected a mapping (label_pattern, label_root, value_map, ...), "
+                         f"got {raw!r}")
+    problem = unknown_fields_problem(raw, SecondLabels.__dataclass_fields__)
+    if problem:
+        raise ValueError(f"field {where!r}: {problem}")
+    if not isinstance(raw.get("label_pattern"), str):
+        raise ValueError(f"field '{where}.label_pattern': required (a glob relative to label_root with {{case}})")
+    return SecondLabels(label_pattern=raw["label_pattern"],
+                        label_root=parse_folder(raw.get("label_root"), base_dir, f"{where}.label_root"),
+                        value_map=_parse_value_map(raw.get("value_map") or {}, f"{where}.value_map"),
+                        positive_is=_parse_class_list(raw.get("positive_is"), f"{where}.positive_is"),
+                        other_values=raw.get("other_values", "error"))
 
 
 def _parse_phantom(raw: Any) -> PhantomOptions:

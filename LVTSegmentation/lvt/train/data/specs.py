@@ -23,7 +23,14 @@ import yaml
 
 from lvt.errors import InputError
 from lvt.labels import CLASS_KEYS, NUM_CLASSES
-from lvt.train.data.spec_fields import ListedCase, PhantomOptions, StructureRule, parse_folder, spec_arguments
+from lvt.train.data.spec_fields import (
+    ListedCase,
+    PhantomOptions,
+    SecondLabels,
+    StructureRule,
+    parse_folder,
+    spec_arguments,
+)
 from lvt.train.known_fields import unknown_fields_problem
 
 KINDS: tuple[str, ...] = ("lits", "msd", "ircadb", "totalsegmentator", "pairs", "phantom")
@@ -55,6 +62,9 @@ class DatasetSpec:
         structure_map: per-structure mask rules, in order; the first matching rule wins.
         resample_label_to_image: a label on another grid covering the same physical region (e.g. a
             flipped axis) is resampled onto the image grid with nearest neighbour instead of rejected.
+        second_labels: a second label map per case on the same images, annotating other classes
+            (HepaticVessel liver masks beside Task08's vessels and tumors); ``annotated`` is then the
+            classes of both sources.
         weight: sampling weight of the dataset in the training mixture (> 0).
         phantom: options of kind "phantom".
         source: where the spec came from (config file), for messages; not part of its identity.
@@ -74,6 +84,7 @@ class DatasetSpec:
     other_values: str = "error"
     structure_map: tuple[StructureRule, ...] = ()
     resample_label_to_image: bool = False
+    second_labels: SecondLabels | None = None
     weight: float = 1.0
     phantom: PhantomOptions | None = None
     source: str = field(default="", compare=False, repr=False)
@@ -140,6 +151,8 @@ class DatasetSpec:
             "resample_label_to_image": self.resample_label_to_image,
             "weight": self.weight,
             "phantom": None if self.phantom is None else self.phantom.to_dict(),
+            # only when set, so the fingerprint (cache key) of every spec without one stays as it was
+            **({"second_labels": self.second_labels.to_dict()} if self.second_labels else {}),
         }
 
 
@@ -181,7 +194,8 @@ def _validate_common(spec: DatasetSpec) -> None:
 def _validate_phantom(spec: DatasetSpec) -> None:
     if not any(spec.annotated):
         raise ValueError("field 'annotated': a phantom dataset must annotate at least one class")
-    file_fields = ("root", "label_root", "image_pattern", "label_pattern", "cases", "value_map", "structure_map")
+    file_fields = ("root", "label_root", "image_pattern", "label_pattern", "cases", "value_map", "structure_map",
+                   "second_labels")
     used = [name for name in file_fields if getattr(spec, name)]
     if used:
         raise ValueError(f"field {used[0]!r}: kind 'phantom' reads no files; remove {', '.join(used)}")
@@ -231,11 +245,33 @@ def _validate_label_meaning(spec: DatasetSpec) -> None:
     produced |= {rule.class_key for rule in spec.structure_map}
     if any(rule.intersect_liver for rule in spec.structure_map) and "liver" not in produced:
         raise ValueError("field 'structure_map': intersect_liver needs a rule that maps a structure to 'liver'")
+    if spec.second_labels is not None:
+        produced |= _second_label_classes(spec.second_labels, produced)
     for key, is_annotated in zip(CLASS_KEYS, spec.annotated, strict=True):
         if is_annotated and key not in produced:
             raise ValueError(f"field 'annotated': {key} is marked annotated but no label value or structure maps to it")
         if key in produced and not is_annotated:
             raise ValueError(f"field 'annotated': labels map to {key} but {key} is not marked annotated")
+
+
+def _second_label_classes(second: SecondLabels, first: set[str]) -> frozenset[str]:
+    """The classes of a valid second label source; each class has one source, so none comes from both."""
+    _validate_pattern(second.label_pattern, "second_labels.label_pattern")
+    if not second.classes:
+        raise ValueError("field 'second_labels': give value_map and/or positive_is (what its label values mean)")
+    if second.other_values not in OTHER_VALUES:
+        raise ValueError(f"field 'second_labels.other_values': {second.other_values!r} is not one of "
+                         f"{', '.join(OTHER_VALUES)}")
+    for value, keys in second.value_map.items():
+        _check_class_keys(keys, f"second_labels.value_map[{value}]")
+        if value == 0 and keys:
+            raise ValueError("field 'second_labels.value_map': value 0 is background and maps to no class")
+    _check_class_keys(second.positive_is, "second_labels.positive_is")
+    both = sorted(second.classes & first)
+    if both:
+        raise ValueError(f"field 'second_labels': {', '.join(both)} would come from both label sources; "
+                         "each class must have one source")
+    return second.classes
 
 
 def _check_class_keys(keys: tuple[str, ...], field_name: str) -> None:
@@ -293,7 +329,13 @@ def _merged_with_builtin(data: Mapping[str, Any], base_dir: str | Path | None) -
         merged[key] = parse_folder(merged.get(key), path.parent, key)
         if data.get(key) is not None:
             merged[key] = parse_folder(data[key], base_dir, key)
+    second = merged.get("second_labels")
+    if isinstance(second, Mapping):
+        folder = parse_folder(second.get("label_root"), path.parent, "second_labels.label_root")
+        second = merged["second_labels"] = {**second, "label_root": folder}
     merged.update((key, value) for key, value in data.items() if key not in ("builtin", "root", "label_root"))
+    if isinstance(second, Mapping) and isinstance(data.get("second_labels"), Mapping):
+        merged["second_labels"] = {**second, **data["second_labels"]}  # e.g. only its label_root given
     return merged
 
 

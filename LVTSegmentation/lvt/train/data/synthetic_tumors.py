@@ -21,16 +21,22 @@ def insert_synthetic_tumors(
     ct: Image,
     liver_mask: np.ndarray,
     rng: np.random.Generator,
-    n_tumors: tuple[int, int] = (1, 4),
+    n_tumors: tuple[int, int] = (1, 5),
     *,
     kinds: tuple[LesionKind, ...] = LESION_KINDS,
-    diameter_mm: tuple[float, float] = (8.0, 60.0),
+    diameter_mm: tuple[float, float] = (5.0, 150.0),
     phase: Phase | None = None,
+    min_inside: float = 0.6,
+    contrast_scale: tuple[float, float] = (0.35, 1.3),
 ) -> tuple[Image, np.ndarray]:
     """Paint synthetic liver lesions into a real CT, inside a given liver mask.
 
-    Lesions are the phantom's (perturbed ellipsoids of the same kinds), placed so that they fit in
-    the mask and do not overlap. Their HU is set relative to the median liver HU of this scan; the
+    Lesions are the phantom's (perturbed ellipsoids of the same kinds), placed so that they do not
+    overlap and their centre and at least ``min_inside`` of their envelope lie in the mask; the rest is
+    cut off at the liver's border, so lesions at the surface and the dome, and very large ones, are
+    common (the ones models miss most, Hu et al. CVPR 2023). Each lesion's difference from the liver is
+    scaled by a draw from ``contrast_scale``, from nearly isodense to strongly hypo- or hyperdense.
+    Their HU is set relative to the median liver HU of this scan; the
     scan's own fine-grained noise is kept inside them (only the smooth content is replaced), and
     their edges are soft, so they look scanned rather than pasted. Used to train the tumor class on
     CTs that only have liver labels.
@@ -41,9 +47,11 @@ def insert_synthetic_tumors(
         rng: random generator; the same state gives the same lesions.
         n_tumors: inclusive range of the number of lesions to try to place.
         kinds: lesion kinds to draw from ("metastasis", "hcc", "cyst").
-        diameter_mm: range of lesion diameters (drawn log-uniformly).
+        diameter_mm: range of lesion diameters (drawn log-uniformly): 5 mm to 15 cm by default.
         phase: contrast phase of the scan, which sets how lesions differ from the liver; None guesses
             "unenhanced" when the liver is below 75 HU, else "portal_venous".
+        min_inside: share of the lesion's envelope probes that must lie in the liver (1: wholly inside).
+        contrast_scale: range of the factor on each lesion's HU difference from the liver.
 
     Returns:
         The new CT (float32 HU, same grid) and the (Z, Y, X) bool tumor mask, a subset of the liver mask.
@@ -52,16 +60,17 @@ def insert_synthetic_tumors(
         ValueError: when the mask does not match the CT grid, is empty, or an option is out of range.
     """
     liver = np.asarray(liver_mask).astype(bool)
-    _check_insert_arguments(ct, liver, n_tumors, kinds, diameter_mm, phase)
+    _check_insert_arguments(ct, liver, n_tumors, kinds, diameter_mm, phase, min_inside, contrast_scale)
     liver_hu = _median_liver_hu(ct, liver)
     phase = phase or ("unenhanced" if liver_hu < 75.0 else "portal_venous")
-    lesions = _place_in_mask(ct, liver, rng, n_tumors, kinds, diameter_mm)
+    lesions = _place_in_mask(ct, liver, rng, n_tumors, kinds, diameter_mm, min_inside)
     out = ct.array.astype(np.float32, copy=True)
     tumor = np.zeros(liver.shape, bool)
     lattice = draw_lattice(rng)
     grid = Grid.of(ct)
     for lesion in lesions:
-        _insert_lesion(out, tumor, liver, grid, lesion, lattice, phase, liver_hu)
+        scale = float(rng.uniform(*contrast_scale))
+        _insert_lesion(out, tumor, liver, grid, lesion, lattice, phase, liver_hu, scale)
     return ct.with_array(out), tumor
 
 
@@ -72,8 +81,8 @@ def _median_liver_hu(ct: Image, liver: np.ndarray) -> float:
 
 
 def _place_in_mask(ct: Image, liver: np.ndarray, rng: np.random.Generator, n_tumors: tuple[int, int],
-                   kinds: tuple[str, ...], diameter_mm: tuple[float, float]) -> list[Lesion]:
-    """Draw how many lesions to try, then place them around random liver voxels, wholly inside the mask."""
+                   kinds: tuple[str, ...], diameter_mm: tuple[float, float], min_inside: float) -> list[Lesion]:
+    """Draw how many lesions to try, then place them around random liver voxels, mostly inside the mask."""
     voxels = np.flatnonzero(liver)
     shape = liver.shape
 
@@ -89,17 +98,21 @@ def _place_in_mask(ct: Image, liver: np.ndarray, rng: np.random.Generator, n_tum
         return result
 
     count = int(rng.integers(n_tumors[0], n_tumors[1] + 1))
-    return place_lesions(rng, count, kinds, diameter_mm, draw_centre, inside)
+    return place_lesions(rng, count, kinds, diameter_mm, draw_centre, inside, min_inside)
 
 
 def _check_insert_arguments(ct: Image, liver: np.ndarray, n_tumors: tuple[int, int], kinds: tuple[str, ...],
-                            diameter_mm: tuple[float, float], phase: str | None) -> None:
+                            diameter_mm: tuple[float, float], phase: str | None, min_inside: float,
+                            contrast_scale: tuple[float, float]) -> None:
     if liver.shape != ct.array.shape:
         raise ValueError(f"liver_mask shape {liver.shape} does not match the CT grid {ct.array.shape}")
     if not liver.any():
         raise ValueError("liver_mask is empty: there is no liver to place lesions in")
     check_range("n_tumors", n_tumors, 0)
     check_range("diameter_mm", diameter_mm, 1.0)
+    check_range("contrast_scale", contrast_scale, 0.0)
+    if not 0.0 <= min_inside <= 1.0:
+        raise ValueError(f"min_inside must be in [0, 1], got {min_inside}")
     if not kinds or any(kind not in LESION_KINDS for kind in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {LESION_KINDS}, got {kinds}")
     if phase is not None and phase not in PHASES:
@@ -107,7 +120,7 @@ def _check_insert_arguments(ct: Image, liver: np.ndarray, n_tumors: tuple[int, i
 
 
 def _insert_lesion(out: np.ndarray, tumor: np.ndarray, liver: np.ndarray, grid: Grid, lesion: Lesion,
-                   lattice: np.ndarray, phase: str, liver_hu: float) -> None:
+                   lattice: np.ndarray, phase: str, liver_hu: float, contrast: float) -> None:
     """Replace the smooth content of the CT inside one lesion by the lesion's HU, keeping the noise."""
     sl = grid.box(*lesion.bounds())
     if sl is None:
@@ -116,7 +129,7 @@ def _insert_lesion(out: np.ndarray, tumor: np.ndarray, liver: np.ndarray, grid: 
     sdf = lesion.sdf(x, y, z)
     smallest = min(lesion.truth.semi_axes_mm)
     look = lesion_look(lesion.truth.kind, phase, lesion.look_draws, smallest, liver_hu)
-    target = lesion_hu(look, sdf, sample_lattice(lattice, x, y, z), smallest)
+    target = liver_hu + contrast * (lesion_hu(look, sdf, sample_lattice(lattice, x, y, z), smallest) - liver_hu)
     sigma_voxels = [1.5 / s for s in grid.spacing_mm[::-1]]
     pad = [math.ceil(3 * s) for s in sigma_voxels]
     padded = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(sl, pad, out.shape, strict=True))

@@ -159,6 +159,7 @@ _SLICER_STAND_IN = {
 set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
 set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
 set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_REQUIRED_PYTHON_VERSION "3.12.10")
 """,
     "empty.cmake": "",
     "UseSlicer.cmake": """
@@ -180,8 +181,8 @@ endmacro()
 }
 
 
-@pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("c++")), reason="needs cmake and a C++ compiler")
-def test_cmake_configures_and_lays_out_the_installed_tree(tmp_path):
+def _configure(tmp_path: Path, slicer_settings: str = "") -> subprocess.CompletedProcess:
+    """Configure a copy of the extension against the stand-in Slicer (``slicer_settings`` replace its Python one)."""
     source, stand_in, build = tmp_path / "source", tmp_path / "slicer", tmp_path / "build"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*")
     for folder in ("LVTSegmentation", "LVTTraining", "Resources"):
@@ -189,12 +190,25 @@ def test_cmake_configures_and_lays_out_the_installed_tree(tmp_path):
     shutil.copy(ROOT / "CMakeLists.txt", source)
     stand_in.mkdir()
     for name, text in _SLICER_STAND_IN.items():
+        if slicer_settings and name == "SlicerConfig.cmake":
+            text = re.sub(r"set\(Slicer_REQUIRED_PYTHON_VERSION[^)]*\)", slicer_settings, text)
         (stand_in / name).write_text(text, encoding="utf-8")
-
-    result = subprocess.run(
+    return subprocess.run(
         ["cmake", "-S", str(source), "-B", str(build), f"-DSlicer_DIR={stand_in}"],
         capture_output=True, text=True, timeout=120,
     )
+
+
+needs_cmake = pytest.mark.skipif(
+    not (shutil.which("cmake") and shutil.which("c++")), reason="needs cmake and a C++ compiler"
+)
+
+
+@needs_cmake
+def test_cmake_configures_and_lays_out_the_installed_tree(tmp_path):
+    build = tmp_path / "build"
+
+    result = _configure(tmp_path)
 
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     tree = build / "lib" / "Slicer-5.10" / "qt-scripted-modules"
@@ -206,6 +220,18 @@ def test_cmake_configures_and_lays_out_the_installed_tree(tmp_path):
     assert (tree / "Resources" / "UI" / "LVTSegmentation.ui").is_file()
     assert _train_module().find_core_dir(tree / "LVTTrainingScripts") == tree
     assert (tree / "LVTTrainingScripts" / "train.py").read_bytes() == TRAIN_SCRIPT.read_bytes()
+
+
+@needs_cmake
+@pytest.mark.parametrize("slicer_settings", [
+    'set(Slicer_REQUIRED_PYTHON_VERSION "3.9.10")',  # Slicer 5.8 and older
+    'set(Slicer_VERSION "5.8.1")',  # a SlicerConfig that does not name its Python
+], ids=["python-3.9", "slicer-5.8"])
+def test_cmake_refuses_a_slicer_older_than_5_10(tmp_path, slicer_settings):
+    result = _configure(tmp_path, slicer_settings)
+
+    assert result.returncode != 0
+    assert "LVT Segmentation needs 3D Slicer 5.10 or later" in result.stderr
 
 
 # --- the .ui file --------------------------------------------------------------------------------
