@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-tumors", action="store_true",
                         help="refine each tumor's boundary on the CT (morphological Chan-Vese inside the liver; "
                              "off by default, see lvt/segment/refine.py)")
+    parser.add_argument("--full-window", action="store_true",
+                        help="run the sliding window over the whole body (default: over the liver box that a "
+                             "first pass at twice the model spacing finds; see lvt/segment/localize.py)")
     dicom = parser.add_mutually_exclusive_group()
     dicom.add_argument("--no-dicom", action="store_true", help="for a DICOM series, skip segmentation.dcm (DICOM SEG)")
     dicom.add_argument("--dicom-sr", action="store_true",

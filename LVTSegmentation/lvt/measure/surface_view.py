@@ -58,7 +58,6 @@ def render_surfaces_png(
     if lines_lps:
         window.SetNumberOfLayers(2)
         window.AddRenderer(_overlay_renderer(lines_lps, renderer))
-    window.Render()
     png = _grab_png(window)
     window.Finalize()
     path = Path(path)
@@ -178,7 +177,10 @@ def _overlay_renderer(lines_lps: Sequence[tuple[Sequence[float], Sequence[float]
 
 
 def _grab_png(window: vtkRenderWindow) -> bytes:
-    """The window's pixels as PNG bytes; raises when the render left only the background."""
+    """Render the window (once: the grab renders it) and return its pixels as PNG bytes.
+
+    Raises when the render left only the background.
+    """
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkIOImage import vtkPNGWriter
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter

@@ -123,6 +123,7 @@ class SegmentOptions:
     model_path: Path | None = None
     device: str = "auto"
     use_tta: bool = False
+    full_window: bool = False  # False: the sliding window covers the liver box only (lvt.segment.localize)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     series_uid: str | None = None
     allow_non_ct: bool = False
@@ -141,7 +142,7 @@ class SegmentOptions:
             postprocess=PostprocessConfig(min_tumor_volume_ml=get("min_tumor_ml", 0.05),
                                           tumor_refinement=TumorRefinement() if get("refine_tumors") else None),
             series_uid=get("series"), allow_non_ct=bool(get("force", False)), overwrite=bool(get("overwrite", False)),
-            fill_nonfinite=bool(get("fill_nonfinite", False)),
+            fill_nonfinite=bool(get("fill_nonfinite", False)), full_window=bool(get("full_window", False)),
             write_surfaces=not get("no_surfaces", False),
             write_dicom=not get("no_dicom", False), write_dicom_sr=bool(get("dicom_sr", False)),
         )
@@ -164,8 +165,8 @@ def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = 
     if message:
         report(progress, "read", 0, 1, message)
     path = options.model_path or bundled_model_path()
-    predictor = Predictor.from_file(path, str(device), SlidingWindowConfig(use_tta=options.use_tta))
-    return predictor, [message] if message else []
+    sliding = SlidingWindowConfig(use_tta=options.use_tta, liver_box=not options.full_window)
+    return Predictor.from_file(path, str(device), sliding), [message] if message else []
 
 
 @dataclass(frozen=True)
@@ -311,8 +312,7 @@ def model_summary(predictor: Predictor) -> dict:
 def inference_summary(options: SegmentOptions, result: SegmentationResult, notes: list[str]) -> dict:
     stats = result.window_stats
     return {"device": stats.device, "tta": options.use_tta,
-            "refine_tumors": options.postprocess.tumor_refinement is not None, "windows_total": stats.windows_total,
-            "windows_computed": stats.windows_computed, "windows_skipped_air": stats.windows_skipped_air,
+            "refine_tumors": options.postprocess.tumor_refinement is not None, **stats.counts(),
             "timings_s": result.timings_s, "notes": notes + stats.notes}
 
 

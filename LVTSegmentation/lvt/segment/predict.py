@@ -6,8 +6,9 @@ logits accumulated in preallocated float32 buffers at model resolution only and 
 runs the network, windows that hold nothing but air skipped (counted in the stats), freed memory kept
 in the process while the CPU runs the network, optional flip test-time augmentation, fp16 autocast on
 CUDA only (the last two from :mod:`lvt.segment.device`). An ensemble's members each run the whole
-sliding window (with their TTA) and their probabilities are averaged before decoding. What each of
-these choices bought is measured in docs/performance.md.
+sliding window (with their TTA) and their probabilities are averaged before decoding. Optionally the
+windows cover only the liver box that a cheap first pass finds (:mod:`lvt.segment.localize`). What
+each of these choices bought is measured in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import torch
 from lvt.image import AIR_HU, AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.device import autocast, resolve_device, retained_heap
+from lvt.segment.localize import LOCALIZE_ZOOM, Box, body_box, cuts_liver, downsample, liver_box, shift
 from lvt.segment.model_file import ModelManifest, load_models
 from lvt.segment.network import UNet, probabilities_from_logits
+from lvt.segment.postprocess import liver_region
 from lvt.segment.window import apply_window
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,9 @@ class SlidingWindowConfig:
             GPUs; measured slower on AVX2 CPUs).
         use_compile: ``torch.compile`` the network (pays only when many windows amortise the
             compilation; needs a working compiler toolchain).
+        liver_box: place the windows over the liver box that a first pass at twice the spacing
+            finds (:mod:`lvt.segment.localize`); the full sliding window when that pass finds no
+            liver or the box cut it (said in the notes). Voxels outside the windows are background.
     """
 
     overlap: float = 0.5
@@ -67,6 +73,7 @@ class SlidingWindowConfig:
     use_channels_last: bool = False
     use_compile: bool = False
     crop_to_body: bool = True
+    liver_box: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -92,6 +99,16 @@ class WindowStats:
     seconds: float = 0.0
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    mode: str = "full"  # or "liver box": where the windows went
+    windows_localize: int = 0  # windows of the first pass that found the liver box
+    windows_outside_liver_box: int = 0  # windows of the full sliding window the liver box did not need
+
+    def counts(self) -> dict:
+        """The report's record of the sliding window: which one ran, and its window counts."""
+        return {"sliding_window": self.mode, "windows_total": self.windows_total,
+                "windows_computed": self.windows_computed, "windows_skipped_air": self.windows_skipped_air,
+                "windows_outside_liver_box": self.windows_outside_liver_box,
+                "windows_localize": self.windows_localize}
 
 
 def compute_window_starts(image_size: int, patch_size: int, overlap: float) -> list[int]:
@@ -178,33 +195,6 @@ class _Accumulator:
         return self.logits.div_(self.weights.clamp_(min=torch.finfo(torch.float32).tiny)), covered
 
 
-def body_box(hu: np.ndarray, threshold_hu: float, min_shape: tuple[int, ...]) -> tuple[slice, ...] | None:
-    """The smallest index box holding every voxel above ``threshold_hu``, grown to at least ``min_shape``.
-
-    A cheap body mask: the patient (and the table) are above -500 HU, air is not. Growing keeps the
-    box inside the image, centred on the body where it can; the image must be at least ``min_shape``.
-
-    Args:
-        hu: (Z, Y, X) HU image.
-        threshold_hu: voxels above it count as body.
-        min_shape: the patch size: the box is never smaller.
-
-    Returns:
-        One slice per axis, or None when no voxel is above the threshold.
-    """
-    above = hu > threshold_hu
-    box = []
-    for axis, (size, minimum) in enumerate(zip(hu.shape, min_shape, strict=True)):
-        occupied = np.flatnonzero(above.any(axis=tuple(a for a in range(hu.ndim) if a != axis)))
-        if occupied.size == 0:
-            return None
-        low, high = int(occupied[0]), int(occupied[-1]) + 1
-        width = max(minimum, high - low)
-        first = min(max(0, low - (width - (high - low)) // 2), size - width)
-        box.append(slice(first, first + width))
-    return tuple(box)
-
-
 def count_windows(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float) -> int:
     """Windows a sliding window over the whole (padded) image would run."""
     return math.prod(len(compute_window_starts(max(s, p), p, overlap)) for s, p in zip(shape, patch, strict=True))
@@ -272,28 +262,79 @@ class Predictor:
             stats.notes.append(note)
             return probabilities, stats
 
+    @torch.inference_mode()
+    def liver_box(self, hu: np.ndarray) -> Box | None:
+        """The liver box of a (Z, Y, X) HU image on the model grid (:mod:`lvt.segment.localize`); None: no liver."""
+        patch, hu = tuple(self.manifest.patch_size_zyx), np.asarray(hu, dtype=np.float32)
+        padded, unpad = _pad_to_patch(hu, patch)
+        body = self._region(padded, patch)
+        box = None if body is None else self._locate_liver(padded, body, self.device, WindowStats())
+        if box is None or padded is hu:
+            return box
+        return tuple(slice(max(0, b.start - u.start), min(b.stop, u.stop) - u.start)
+                     for b, u in zip(box, unpad, strict=True))
+
     def _predict(self, hu: np.ndarray, device: torch.device, progress: ProgressCallback | None,
                  cancel: threading.Event | None) -> tuple[np.ndarray, WindowStats]:
-        """Pad -> body box -> windows -> stitch -> probabilities -> crop back."""
+        """Pad -> body box -> (liver box) -> windows -> stitch -> probabilities -> crop back."""
         start_time = time.perf_counter()
         patch = tuple(self.manifest.patch_size_zyx)
         padded, unpad = _pad_to_patch(hu, patch)
         stats = WindowStats(windows_total=count_windows(padded.shape, patch, self.config.overlap), device=str(device))
-        box = self._region(padded, patch)
+        body = self._region(padded, patch)
         probabilities = np.zeros((len(self.manifest.classes), *padded.shape), dtype=np.float32)
-        if box is not None:
+        if body is not None:
             with retained_heap(device.type == "cpu"):
-                for member in range(len(self.networks)):
-                    accumulator = self._sliding_window(member, padded[box], device, stats, progress, cancel)
-                    self._add_probabilities(accumulator, probabilities[(slice(None), *box)], 1.0 / len(self.networks))
-                    del accumulator  # one member's buffers at a time
-        stats.windows_skipped_air = stats.windows_total - stats.windows_computed
+                self._windows_over_liver_or_body(padded, body, probabilities, device, stats, progress, cancel)
         tta = self._tta_passes() if self.config.use_tta else 1
-        stats.forward_passes = stats.windows_computed * tta * len(self.networks)
+        stats.forward_passes = stats.windows_computed * tta * len(self.networks) + stats.windows_localize
         stats.seconds = time.perf_counter() - start_time
         if padded is hu:
             return probabilities, stats
         return np.ascontiguousarray(probabilities[(slice(None), *unpad)]), stats
+
+    def _windows_over_liver_or_body(self, padded: np.ndarray, body: Box, probabilities: np.ndarray,
+                                    device: torch.device, stats: WindowStats, progress: ProgressCallback | None,
+                                    cancel: threading.Event | None) -> None:
+        """The sliding window over the liver box when asked for and trusted, else over the body box."""
+        full = len(self._windows(padded[body], self.config.overlap))
+        stats.windows_skipped_air = stats.windows_total - full
+        box = self._locate_liver(padded, body, device, stats, progress, cancel) \
+            if self.config.liver_box and full > 1 else None
+        if box is not None:
+            self._members_over(padded, box, probabilities, device, stats, progress, cancel)
+            inside = probabilities[(slice(None), *box)]
+            if not cuts_liver(liver_region(inside, self.manifest.target), box, body, self.manifest.patch_size_zyx):
+                stats.mode, stats.windows_outside_liver_box = "liver box", max(0, full - stats.windows_computed)
+                return
+            stats.notes.append("the liver box cut the liver (or held none): ran the full sliding window")
+            probabilities.fill(0.0)
+        elif self.config.liver_box and full > 1:
+            stats.notes.append("the first pass found no liver: ran the full sliding window")
+        self._members_over(padded, body, probabilities, device, stats, progress, cancel)
+
+    def _locate_liver(self, padded: np.ndarray, body: Box, device: torch.device, stats: WindowStats,
+                      progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Box | None:
+        """The liver box from the first member at LOCALIZE_ZOOM times the spacing: no overlap, no TTA."""
+        patch = tuple(self.manifest.patch_size_zyx)
+        coarse, unpad = _pad_to_patch(downsample(padded[body], LOCALIZE_ZOOM), patch)
+        report(progress, "inference", 0, 1, f"locating the liver at {LOCALIZE_ZOOM}x the model spacing")
+        accumulator, stats.windows_localize = self._sliding_window(0, coarse, device, None, cancel, 0.0, False)
+        probabilities = np.zeros((len(self.manifest.classes), *coarse.shape), dtype=np.float32)
+        self._add_probabilities(accumulator, probabilities, 1.0)
+        box = liver_box(probabilities[(slice(None), *unpad)], self.manifest.target, patch,
+                        padded[body].shape, LOCALIZE_ZOOM)
+        return None if box is None else shift(box, body)
+
+    def _members_over(self, padded: np.ndarray, region: Box, probabilities: np.ndarray, device: torch.device,
+                      stats: WindowStats, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
+        """Every member's sliding window over ``region``, their probabilities averaged into place."""
+        for member in range(len(self.networks)):
+            accumulator, computed = self._sliding_window(member, padded[region], device, progress, cancel,
+                                                         self.config.overlap, self.config.use_tta)
+            self._add_probabilities(accumulator, probabilities[(slice(None), *region)], 1.0 / len(self.networks))
+            del accumulator  # one member's buffers at a time
+        stats.windows_computed += computed
 
     def _region(self, padded: np.ndarray, patch: tuple[int, ...]) -> tuple[slice, ...] | None:
         """Where windows go: the body's box, or the whole image when cropping is off."""
@@ -301,14 +342,20 @@ class Predictor:
             return body_box(padded, self.config.air_threshold_hu, patch)
         return tuple(slice(0, s) for s in padded.shape)
 
-    def _sliding_window(self, member: int, region: np.ndarray, device: torch.device, stats: WindowStats,
-                        progress: ProgressCallback | None, cancel: threading.Event | None) -> _Accumulator:
-        """Run one member's windows over ``region`` (at least one patch in size) and accumulate their logits."""
+    def _windows(self, region: np.ndarray, overlap: float) -> list[tuple[int, ...]]:
+        """Starts of the windows over ``region`` (at least one patch in size) that hold more than air."""
         patch = tuple(self.manifest.patch_size_zyx)
-        starts = itertools.product(*(compute_window_starts(s, p, self.config.overlap)
-                                     for s, p in zip(region.shape, patch, strict=True)))
-        keep = [s for s in starts if not self._is_air(region, s, patch)]
-        skipped = stats.windows_total - len(keep)
+        starts = itertools.product(*(compute_window_starts(s, p, overlap) for s, p in zip(region.shape, patch,
+                                                                                            strict=True)))
+        return [s for s in starts if not self._is_air(region, s, patch)]
+
+    def _sliding_window(self, member: int, region: np.ndarray, device: torch.device,
+                        progress: ProgressCallback | None, cancel: threading.Event | None, overlap: float,
+                        use_tta: bool) -> tuple[_Accumulator, int]:
+        """Run one member's windows over ``region`` and accumulate their logits; also return how many ran."""
+        patch = tuple(self.manifest.patch_size_zyx)
+        keep = self._windows(region, overlap)
+        skipped = count_windows(region.shape, patch, overlap) - len(keep)
         accumulator = _Accumulator.allocate(self.manifest.network.out_channels, region.shape, patch, device)
         source = torch.from_numpy(region).to(device)  # on a GPU: one upload, windows cut out there
         members, done = len(self.networks), 0
@@ -319,12 +366,12 @@ class Predictor:
             check_cancel(cancel)
             boxes = [_box(s, patch) for s in chunk]
             inputs = torch.stack([source[box] for box in boxes]).unsqueeze(1)
-            accumulator.add(boxes, self._forward_with_tta(member, apply_window(inputs, self.manifest.window), device))
+            windowed = apply_window(inputs, self.manifest.window)
+            accumulator.add(boxes, self._forward_with_tta(member, windowed, device, use_tta))
             done += len(chunk)
             report(progress, "inference", first + done, total,
                    f"window {done}/{len(keep)}{of_model} ({skipped} air windows skipped)")
-        stats.windows_computed = done
-        return accumulator
+        return accumulator, done
 
     def _add_probabilities(self, accumulator: _Accumulator, destination: np.ndarray, weight: float) -> None:
         """Turn the accumulated logits into probabilities (in place); add ``weight`` times them to ``destination``."""
@@ -356,12 +403,13 @@ class Predictor:
         filler = inputs[-1:].expand(batch - inputs.shape[0], *inputs.shape[1:])
         return compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
 
-    def _forward_with_tta(self, member: int, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _forward_with_tta(self, member: int, inputs: torch.Tensor, device: torch.device,
+                          use_tta: bool) -> torch.Tensor:
         """(B, C, *patch) float32 logits of one member for a (B, 1, *patch) windowed batch, averaged over flips."""
         self.networks[member].to(device)
         with autocast(device):
             total = self._run_network(member, inputs, device).float()
-            if not self.config.use_tta:
+            if not use_tta:
                 return total
             spatial_axes = [2 + a for a in self.manifest.tta_flip_axes]
             for n_axes in range(1, len(spatial_axes) + 1):

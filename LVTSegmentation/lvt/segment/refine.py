@@ -18,9 +18,13 @@ model can follow at the CT's own resolution. Off by default (``lvt segment --ref
   bone, contrast-filled vessels and fat cannot pull the region means.
 - Safeguards: a tumor whose refined region differs from the parenchyma around it by less than
   ``min_contrast_hu`` in mean (an isodense lesion: no step to follow), or whose contour vanished,
-  keeps the network's mask; refinement adjusts boundaries, it neither adds nor deletes lesions.
+  keeps the network's mask; refinement adjusts boundaries, it neither adds nor deletes lesions. A
+  lesion only a few voxels across vanishes under the curvature operator (its 3 x 3 planes), so it
+  keeps the network's mask too.
 
-The defaults were chosen on held-out phantoms only (Testing/Benchmarks/tumor_refinement/).
+The defaults (5 steps, smoothing 1, tumor weight 0.5) were chosen on held-out phantoms only; there
+refinement helped lesions with a plain step edge and hurt lesions with an enhancing rim, which the
+reference includes but a two-region model leaves out (Testing/Benchmarks/tumor_refinement/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ class TumorRefinement:
     (lambda1, with lambda2 = 1 for the parenchyma; below 1 a voxel between the two means leans to the
     tumor), box margin (mm), contrast floor (HU) and window."""
 
-    iterations: int = 20
+    iterations: int = 5
     smoothing: int = 1
-    tumor_weight: float = 1.0
+    tumor_weight: float = 0.5
     margin_mm: float = 10.0
     min_contrast_hu: float = 10.0
     window: Window = field(default_factory=Window)

@@ -60,7 +60,9 @@ IRCADB_TARGETS: dict[str, tuple[str, Callable[[float], bool] | None]] = {
     "lesions_missed": ("0 (both found)", lambda v: v == 0), "false_positive_lesions": ("0", lambda v: v == 0),
     "seconds_end_to_end": ("< 60 s on 2 CPU cores", lambda v: v < 60.0), "peak_host_memory_mb": ("", None)}
 RULE = ("the candidate beats the baseline in mean validation Dice and in ircadb01_17 mean Dice (liver, vessels, "
-        "tumors) and finds at least as many ircadb01_17 lesions")
+        "tumors) and finds at least as many ircadb01_17 lesions, and regresses on none of the checks a user sees: "
+        "ircadb01_17 liver volume error and false-positive lesions no worse than the baseline's (or within the "
+        "targets: 5 %, 0), and the HCC_009 inter-phase liver volume difference no worse (or within 8 %)")
 sys.path.insert(0, str(HERE.parent / "real_case"))
 real_case = importlib.import_module("evaluate_real_case")  # by name, so a spawned child can import it too
 
@@ -282,8 +284,18 @@ def verdict(results: dict) -> bool | None:
     if irc is None:
         return None
     base, cand = irc["baseline"], irc["candidate"]
-    return (val["candidate"]["mean_dice"] > val["baseline"]["mean_dice"] and cand["mean_dice"] > base["mean_dice"]
-            and cand["lesions_found"] >= base["lesions_found"])
+    phases = results.get("hcc_009") or {}
+
+    def no_worse(candidate: float, baseline: float, target: float) -> bool:
+        return candidate <= max(baseline, target)
+
+    better = (val["candidate"]["mean_dice"] > val["baseline"]["mean_dice"] and cand["mean_dice"] > base["mean_dice"]
+              and cand["lesions_found"] >= base["lesions_found"])
+    safe = (no_worse(abs(cand["liver_volume_error_pct"]), abs(base["liver_volume_error_pct"]), 5.0)
+            and no_worse(cand["false_positive_lesions"], base["false_positive_lesions"], 0)
+            and (not phases or no_worse(phases["candidate"]["liver_difference_pct"],
+                                        phases["baseline"]["liver_difference_pct"], 8.0)))
+    return better and safe
 
 
 def write_results(results: dict, folder: Path) -> None:
@@ -325,10 +337,10 @@ def main() -> None:
         parser.error("--quick needs --output: a smoke test must not replace the real results")
     try:
         run(args)
-    except (LVTError, FileNotFoundError) as error:
-        sys.exit(f"compare_models: error: {error}")
+    except (LVTError, FileNotFoundError) as error:  # bad input: exit 2, as lvt does
+        parser.exit(2, f"compare_models: error: {error}\n")
     except subprocess.CalledProcessError as error:
-        sys.exit(f"compare_models: error: {' '.join(error.cmd[:5])} ... failed with exit status {error.returncode}")
+        parser.exit(1, f"compare_models: error: {' '.join(error.cmd[:5])} ... exited {error.returncode}\n")
 
 
 def check_inputs(config: TrainingConfig, cts: list[Path], quick: bool) -> None:

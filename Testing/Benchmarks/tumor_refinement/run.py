@@ -8,7 +8,7 @@ The network runs once per case; post-processing then runs on the same probabilit
 on the CT's own grid as ``lvt segment`` does. Phantoms are rendered at the model's 2 mm (a finer grid
 costs too much CPU on a shared machine); ircadb01_17 is at its own 0.74 x 0.74 x 1.6 mm.
 
-Run from the repository root (several minutes on a CPU):
+Run from the repository root (28 minutes on a 2-core machine shared with a training job):
     nice -n 15 python Testing/Benchmarks/tumor_refinement/run.py [--model M.json] [--device cpu] [--tune-only]
 Writes RESULTS.md and results.json beside this script; RESULTS.md's hand-written "## Reading" section is kept.
 """

@@ -65,10 +65,16 @@ def test_hcc_pair_difference_is_relative_to_the_mean_of_both_phases() -> None:
     assert pair["largest_lesions_apart_mm"] == pytest.approx(5.0)
 
 
-def _results(candidate_val: float, candidate_irc: float, candidate_found: int) -> dict:
+def _results(candidate_val: float, candidate_irc: float, candidate_found: int, *, volume_error: float = -3.0,
+             false_positives: int = 1, phase_difference: float = 12.0) -> dict:
     return {"validation": {"baseline": {"mean_dice": 0.6}, "candidate": {"mean_dice": candidate_val}},
-            "ircadb01_17": {"baseline": {"mean_dice": 0.5, "lesions_found": 1},
-                            "candidate": {"mean_dice": candidate_irc, "lesions_found": candidate_found}}}
+            "ircadb01_17": {"baseline": {"mean_dice": 0.5, "lesions_found": 1, "liver_volume_error_pct": -8.9,
+                                         "false_positive_lesions": 1},
+                            "candidate": {"mean_dice": candidate_irc, "lesions_found": candidate_found,
+                                          "liver_volume_error_pct": volume_error,
+                                          "false_positive_lesions": false_positives}},
+            "hcc_009": {"baseline": {"liver_difference_pct": 18.5},
+                        "candidate": {"liver_difference_pct": phase_difference}}}
 
 
 def test_ships_only_when_the_candidate_beats_the_baseline_everywhere_the_rule_says() -> None:
@@ -77,6 +83,14 @@ def test_ships_only_when_the_candidate_beats_the_baseline_everywhere_the_rule_sa
     assert compare.verdict(_results(0.5, 0.6, 2)) is False
     assert compare.verdict(_results(0.7, 0.4, 2)) is False
     assert compare.verdict({"validation": _results(0.7, 0.6, 2)["validation"]}) is None
+
+
+def test_a_better_mean_dice_does_not_ship_a_model_that_regresses_where_users_look() -> None:
+    # the 2026-12-03 candidate: higher Dice, but the spleen labelled liver and many invented lesions
+    assert compare.verdict(_results(0.7, 0.6, 2, volume_error=13.6)) is False
+    assert compare.verdict(_results(0.7, 0.6, 2, false_positives=15)) is False
+    assert compare.verdict(_results(0.7, 0.6, 2, phase_difference=43.5)) is False
+    assert compare.verdict(_results(0.7, 0.6, 2, volume_error=4.0, false_positives=0, phase_difference=7.0)) is True
 
 
 def test_missing_shared_data_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

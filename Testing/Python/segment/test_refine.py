@@ -43,7 +43,7 @@ def _liver_block() -> np.ndarray:
     return liver
 
 
-@pytest.mark.parametrize("initial_radius", [RADIUS - 4, RADIUS + 4])
+@pytest.mark.parametrize("initial_radius", [RADIUS - 2, RADIUS + 2])
 def test_a_too_small_or_too_large_tumor_mask_moves_to_the_true_sphere(initial_radius: int) -> None:
     liver, truth = _liver_block(), _distance() <= RADIUS
     ct = _ct(np.where(truth, TUMOR_HU, np.where(liver, LIVER_HU, OUTSIDE_HU)))
