@@ -107,6 +107,7 @@ def vessel_branches(labels: Image) -> VesselBranches:
 
 
 def _branches(region: LabelRegion, voxel_ml: float) -> VesselBranches:
+    """:func:`vessel_branches` inside the labels' nonzero box (every vessel voxel lies in it)."""
     vessel = region.array == VESSEL_LABEL
     components, count = label_components(vessel)
     sizes = np.bincount(components[vessel], minlength=count + 1)[1:]

@@ -68,14 +68,18 @@ class SampledView:
     pixel_mm: float
     shape: tuple[int, int]
 
-    def pixels_lps(self) -> np.ndarray:
-        """(rows, cols, 3) LPS centres of all pixels."""
-        rows, cols = np.mgrid[0 : self.shape[0], 0 : self.shape[1]] * self.pixel_mm
-        return (
-            self.origin_lps
-            + cols[..., None] * np.asarray(self.plane.column_lps)
-            + rows[..., None] * np.asarray(self.plane.row_lps)
-        )
+    def indices_kji(self, grid: Image) -> np.ndarray:
+        """(3, rows, cols) continuous array indices (k, j, i) of the pixel centres on ``grid``.
+
+        The map is affine, so the indices grow by a fixed step per column and per row: no
+        (rows, cols, 3) array of LPS points is made and then mapped.
+        """
+        lps_to_ijk = np.linalg.inv(grid.direction @ np.diag(grid.spacing_mm))
+        start = grid.lps_to_ijk(self.origin_lps)[0][::-1, None, None]
+        per_column = (lps_to_ijk @ np.asarray(self.plane.column_lps))[::-1, None, None] * self.pixel_mm
+        per_row = (lps_to_ijk @ np.asarray(self.plane.row_lps))[::-1, None, None] * self.pixel_mm
+        rows, columns = np.ogrid[0 : self.shape[0], 0 : self.shape[1]]
+        return start + columns * per_column + rows * per_row
 
     def to_pixel(self, points_lps: np.ndarray) -> np.ndarray:
         """(N, 3) LPS points -> (N, 2) (col, row) pixel coordinates (projected onto the plane)."""
@@ -109,10 +113,7 @@ def view_through(grid: Image, plane: ViewPlane, point_lps: np.ndarray) -> Sample
 
 def sample_view(image: Image, view: SampledView, *, order: int, outside: float) -> np.ndarray:
     """Resample an image on a display slice (order 0 for labels, 1 for CT); ``outside`` off the grid."""
-    ijk = image.lps_to_ijk(view.pixels_lps().reshape(-1, 3))
-    coordinates_kji = ijk[:, ::-1].T
-    values = ndimage.map_coordinates(image.array, coordinates_kji, order=order, mode="constant", cval=outside)
-    return values.reshape(view.shape)
+    return ndimage.map_coordinates(image.array, view.indices_kji(image), order=order, mode="constant", cval=outside)
 
 
 def label_overlay_rgba(labels_2d: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -141,8 +141,8 @@ class Measurements:
 def measure_labels(labels: Image) -> Measurements:
     """Measure liver, vessel and tumor volumes and every lesion of an exclusive label map.
 
-    Everything is counted inside the box of the nonzero voxels (:class:`LabelRegion`), never on
-    whole-image temporaries: a 512 x 512 x 600 map is measured in about its liver's size of memory.
+    Everything is counted inside the box of the nonzero voxels (:class:`~lvt.measure.region.LabelRegion`),
+    never on whole-image temporaries: a 512 x 512 x 600 map costs about its liver's size of memory.
 
     Args:
         labels: exclusive label map (0 background, 1 liver parenchyma, 2 vessel, 3 tumor) on any

@@ -34,6 +34,16 @@ def downsample(hu: np.ndarray, zoom: int) -> np.ndarray:
     return blocks.reshape(z, zoom, y, zoom, x, zoom).mean(axis=(1, 3, 5), dtype=np.float32)
 
 
+def pad_to_patch(hu: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, Box]:
+    """Pad with air where the image is smaller than the patch; return the crop that undoes it."""
+    pads = [max(0, p - s) for s, p in zip(hu.shape, patch, strict=True)]
+    if not any(pads):
+        return hu, tuple(slice(0, s) for s in hu.shape)
+    widths = [(p // 2, p - p // 2) for p in pads]
+    padded = np.pad(hu, widths, constant_values=AIR_HU)
+    return padded, tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, hu.shape, strict=True))
+
+
 def _extent(mask: np.ndarray) -> list[tuple[int, int]] | None:
     """Per axis, the first and one past the last index holding a voxel of ``mask``; None when it is empty."""
     extent = []

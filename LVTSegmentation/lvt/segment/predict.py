@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvt.image import AIR_HU, AIR_THRESHOLD_HU
+from lvt.image import AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.device import autocast, resolve_device, retained_heap
-from lvt.segment.localize import LOCALIZE_ZOOM, Box, body_box, cuts_liver, downsample, liver_box, shift
+from lvt.segment.localize import LOCALIZE_ZOOM, Box, body_box, cuts_liver, downsample, liver_box, pad_to_patch, shift
 from lvt.segment.model_file import ModelManifest, load_models
 from lvt.segment.network import UNet, probabilities_from_logits
 from lvt.segment.postprocess import liver_region
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 GAUSSIAN_FLOOR = 1e-3  # as MONAI: a window's far corners still count a little, and never 0/0
 WINDOWS_PER_BATCH_CPU = 1  # 2 or 4 are no faster on 2 idle cores and need ~0.4 GB more (docs/performance.md)
 WINDOWS_PER_BATCH_CUDA = 4
+MIN_WINDOWS_TO_LOCALIZE = 3  # with fewer, the first pass (a window) and the liver box cannot save one
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class SlidingWindowConfig:
             compilation; needs a working compiler toolchain).
         liver_box: place the windows over the liver box that a first pass at twice the spacing
             finds (:mod:`lvt.segment.localize`); the full sliding window when that pass finds no
-            liver or the box cut it (said in the notes). Voxels outside the windows are background.
+            liver, the box saves no window or cut the liver (``WindowStats.mode`` says which).
+            Voxels outside the box are background.
     """
 
     overlap: float = 0.5
@@ -99,7 +101,7 @@ class WindowStats:
     seconds: float = 0.0
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
-    mode: str = "full"  # or "liver box": where the windows went
+    mode: str = "full"  # "liver box", or "full" with why the liver box was not used
     windows_localize: int = 0  # windows of the first pass that found the liver box
     windows_outside_liver_box: int = 0  # windows of the full sliding window the liver box did not need
 
@@ -146,16 +148,6 @@ def gaussian_importance_map(patch_size: tuple[int, int, int], sigma_fraction: fl
     weights = (weights / weights.max()).astype(np.float32)
     weights.setflags(write=False)
     return weights
-
-
-def _pad_to_patch(hu: np.ndarray, patch: tuple[int, int, int]) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Pad with air where the image is smaller than the patch; return the crop that undoes it."""
-    pads = [max(0, p - s) for s, p in zip(hu.shape, patch, strict=True)]
-    if not any(pads):
-        return hu, tuple(slice(None) for _ in pads)
-    widths = [(p // 2, p - p // 2) for p in pads]
-    padded = np.pad(hu, widths, constant_values=AIR_HU)
-    return padded, tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, hu.shape, strict=True))
 
 
 def _box(start: tuple[int, ...], patch: tuple[int, ...]) -> tuple[slice, ...]:
@@ -265,21 +257,19 @@ class Predictor:
     @torch.inference_mode()
     def liver_box(self, hu: np.ndarray) -> Box | None:
         """The liver box of a (Z, Y, X) HU image on the model grid (:mod:`lvt.segment.localize`); None: no liver."""
-        patch, hu = tuple(self.manifest.patch_size_zyx), np.asarray(hu, dtype=np.float32)
-        padded, unpad = _pad_to_patch(hu, patch)
+        patch = tuple(self.manifest.patch_size_zyx)
+        padded, unpad = pad_to_patch(np.asarray(hu, dtype=np.float32), patch)
         body = self._region(padded, patch)
         box = None if body is None else self._locate_liver(padded, body, self.device, WindowStats())
-        if box is None or padded is hu:
-            return box
-        return tuple(slice(max(0, b.start - u.start), min(b.stop, u.stop) - u.start)
-                     for b, u in zip(box, unpad, strict=True))
+        return None if box is None else tuple(slice(max(0, b.start - u.start), min(b.stop, u.stop) - u.start)
+                                              for b, u in zip(box, unpad, strict=True))
 
     def _predict(self, hu: np.ndarray, device: torch.device, progress: ProgressCallback | None,
                  cancel: threading.Event | None) -> tuple[np.ndarray, WindowStats]:
         """Pad -> body box -> (liver box) -> windows -> stitch -> probabilities -> crop back."""
         start_time = time.perf_counter()
         patch = tuple(self.manifest.patch_size_zyx)
-        padded, unpad = _pad_to_patch(hu, patch)
+        padded, unpad = pad_to_patch(hu, patch)
         stats = WindowStats(windows_total=count_windows(padded.shape, patch, self.config.overlap), device=str(device))
         body = self._region(padded, patch)
         probabilities = np.zeros((len(self.manifest.classes), *padded.shape), dtype=np.float32)
@@ -296,28 +286,38 @@ class Predictor:
     def _windows_over_liver_or_body(self, padded: np.ndarray, body: Box, probabilities: np.ndarray,
                                     device: torch.device, stats: WindowStats, progress: ProgressCallback | None,
                                     cancel: threading.Event | None) -> None:
-        """The sliding window over the liver box when asked for and trusted, else over the body box."""
+        """The sliding window over the liver box when asked for and it pays, else over the body box (stats say why)."""
         full = len(self._windows(padded[body], self.config.overlap))
         stats.windows_skipped_air = stats.windows_total - full
-        box = self._locate_liver(padded, body, device, stats, progress, cancel) \
-            if self.config.liver_box and full > 1 else None
-        if box is not None:
-            self._members_over(padded, box, probabilities, device, stats, progress, cancel)
-            inside = probabilities[(slice(None), *box)]
-            if not cuts_liver(liver_region(inside, self.manifest.target), box, body, self.manifest.patch_size_zyx):
-                stats.mode, stats.windows_outside_liver_box = "liver box", max(0, full - stats.windows_computed)
-                return
-            stats.notes.append("the liver box cut the liver (or held none): ran the full sliding window")
-            probabilities.fill(0.0)
-        elif self.config.liver_box and full > 1:
-            stats.notes.append("the first pass found no liver: ran the full sliding window")
+        if self.config.liver_box and full >= MIN_WINDOWS_TO_LOCALIZE:
+            box = self._locate_liver(padded, body, device, stats, progress, cancel)
+            box = None if box is None else self._aligned(box, body)
+            if box is None:
+                stats.mode = "full: the first pass found no liver"
+            elif len(self._windows(padded[box], self.config.overlap)) >= full:
+                stats.mode = "full: the liver box saves no window"
+            else:
+                self._members_over(padded, box, probabilities, device, stats, progress, cancel)
+                inside = probabilities[(slice(None), *box)]
+                if not cuts_liver(liver_region(inside, self.manifest.target), box, body, self.manifest.patch_size_zyx):
+                    stats.mode, stats.windows_outside_liver_box = "liver box", full - stats.windows_computed
+                    return
+                stats.mode = "full: the liver box cut the liver"
+                probabilities.fill(0.0)
         self._members_over(padded, body, probabilities, device, stats, progress, cancel)
+
+    def _aligned(self, box: Box, body: Box) -> Box:
+        """The liver box spanning the body on each axis where it saves no window: there windows fall as in the full."""
+        def count(extent: slice, patch: int) -> int:
+            return len(compute_window_starts(extent.stop - extent.start, patch, self.config.overlap))
+        return tuple(b if count(b, p) < count(w, p) else w for b, w, p in zip(box, body, self.manifest.patch_size_zyx,
+                                                                             strict=True))
 
     def _locate_liver(self, padded: np.ndarray, body: Box, device: torch.device, stats: WindowStats,
                       progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Box | None:
         """The liver box from the first member at LOCALIZE_ZOOM times the spacing: no overlap, no TTA."""
         patch = tuple(self.manifest.patch_size_zyx)
-        coarse, unpad = _pad_to_patch(downsample(padded[body], LOCALIZE_ZOOM), patch)
+        coarse, unpad = pad_to_patch(downsample(padded[body], LOCALIZE_ZOOM), patch)
         report(progress, "inference", 0, 1, f"locating the liver at {LOCALIZE_ZOOM}x the model spacing")
         accumulator, stats.windows_localize = self._sliding_window(0, coarse, device, None, cancel, 0.0, False)
         probabilities = np.zeros((len(self.manifest.classes), *coarse.shape), dtype=np.float32)

@@ -23,14 +23,15 @@ from lvt.measure.surfaces import extract_surfaces
 from lvt.measure.views import liver_centre_lps
 from lvt.measure.volumes_and_lesions import measure_labels
 
-SHAPE_KJI = (40, 320, 320)  # 4.1 M voxels, of which the liver below fills under 1 %
+SHAPE_KJI = (48, 400, 400)  # 7.7 M voxels, of which the liver below fills under 1 %
 SPACING_MM = (0.8, 0.8, 1.5)
 
 
 def _small_liver_in_a_large_image() -> Image:
     """An oblique grid, mostly empty: an ellipsoid liver off-centre, two lesions, a vessel crossing the liver."""
     grid = Image(np.zeros(SHAPE_KJI, np.uint8), SPACING_MM, (-100.0, -80.0, 40.0), rotation(2, 20.0))
-    k, j, i = np.indices(SHAPE_KJI, dtype=np.float32)
+    k, j, i = (np.arange(n, dtype=np.float32) for n in SHAPE_KJI)
+    k, j, i = k[:, None, None], j[None, :, None], i[None, None, :]
     centre = np.array([200.0, 90.0, 22.0])  # (i, j, k): right of, above and behind the image centre
     radius = (((i - centre[0]) * 0.8 / 24.0) ** 2 + ((j - centre[1]) * 0.8 / 18.0) ** 2
               + ((k - centre[2]) * 1.5 / 14.0) ** 2)
@@ -122,10 +123,10 @@ def _traced_peak_bytes(action) -> int:
 
 @pytest.mark.parametrize("stage", ["measure_labels", "planning_summary", "extract_surfaces", "liver_centre_lps"])
 def test_memory_follows_the_liver_not_the_image(labels, stage):
-    """Every step of the tail allocates far less than one byte per image voxel (it once took 8 to 20)."""
+    """Every step of the tail allocates well under one byte per image voxel (whole-image steps took 1 to 20)."""
     lesions = measure_labels(labels).lesions
     actions = {"measure_labels": lambda: measure_labels(labels),
                "planning_summary": lambda: planning_summary(labels, lesions),
                "extract_surfaces": lambda: extract_surfaces(labels),
                "liver_centre_lps": lambda: liver_centre_lps(labels)}
-    assert _traced_peak_bytes(actions[stage]) < 0.25 * labels.array.size
+    assert _traced_peak_bytes(actions[stage]) < 0.5 * labels.array.size

@@ -8,7 +8,7 @@ from conftest import rotation
 
 from lvt.image import Image
 from lvt.measure.surface_view import OffscreenRenderingError, check_offscreen_rendering, render_surfaces_png
-from lvt.measure.surfaces import SURFACES, extract_surfaces, mask_surface, write_surfaces
+from lvt.measure.surfaces import SURFACES, extract_surfaces, mask_surface, merge_blocks, write_surfaces
 
 vtk_numpy = pytest.importorskip("vtkmodules.util.numpy_support")
 
@@ -126,6 +126,40 @@ def test_liver_surface_wraps_all_liver_labels_and_structures_are_separate():
     assert np.allclose(tumor_centre, (20.0, -20.0, 30.0), atol=1.0)
 
 
+def test_merged_blocks_follow_the_majority_and_the_first_voxel_on_ties():
+    rng = np.random.default_rng(5)
+    mask = rng.random((7, 11, 10)) < 0.5
+    block = np.array([1, 2, 3])
+    merged = merge_blocks(mask, block)
+    assert merged.shape == (7, 6, 4)  # padded with background to whole blocks
+    padded = np.zeros((7, 12, 12), bool)
+    padded[:, :11, :10] = mask
+    for k, j, i in np.ndindex(merged.shape):
+        voxels = padded[k, 2 * j : 2 * j + 2, 3 * i : 3 * i + 3]
+        inside = voxels.sum()
+        assert merged[k, j, i] == (inside > 3 or (inside == 3 and voxels[0, 0]))
+    assert merge_blocks(mask, np.ones(3, int)) is mask
+    assert np.array_equal(SURFACES["liver"].block_kji((0.74, 0.74, 1.6)), [1, 2, 2])
+    assert np.array_equal(SURFACES["liver"].block_kji((0.5, 0.5, 0.5)), [3, 3, 3])
+    assert np.array_equal(SURFACES["vessels"].block_kji((0.5, 0.5, 0.5)), [1, 1, 1])
+
+
+def test_liver_of_a_fine_grid_is_built_at_its_resolution_in_place_and_with_its_volume():
+    """On 0.5 mm voxels the liver surface is built from 1.5 mm blocks: a tenth of the triangles, same shape."""
+    grid = _grid((60, 100, 110), (0.5, 0.5, 0.5), GRIDS["tilted_flipped"][1])
+    mask = _ellipsoid(grid, (24.0, 21.0, 13.0))
+    labels = grid.with_array(mask.astype(np.uint8))
+    liver = extract_surfaces(labels)["liver"]
+    raw = extract_surfaces(labels, smooth=False)["liver"]
+    assert liver.GetNumberOfPolys() < 0.15 * raw.GetNumberOfPolys()
+    assert _enclosed_volume_mm3(liver) == pytest.approx(mask.sum() * 0.125, rel=0.03)
+    assert _open_edge_count(liver) == 0
+    points = vtk_numpy.vtk_to_numpy(liver.GetPoints().GetData())
+    low, high = _mask_bounds_lps(grid, mask)
+    assert np.all(points >= low - 0.5) and np.all(points <= high + 0.5)  # within a third of a block
+    assert np.allclose(points.mean(axis=0), (10.0, -20.0, 30.0), atol=0.5)
+
+
 def test_written_files_carry_lps_and_round_trip(tmp_path):
     from vtkmodules.vtkIOGeometry import vtkSTLReader
     from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
@@ -201,3 +235,26 @@ def test_lines_are_drawn_over_the_surfaces_that_hide_them(tmp_path):
     assert columns.size > 40
     assert np.ptp(rows) < 0.3 * np.ptp(columns)  # horizontal on the screen, as an L-R line seen from the front
     assert columns.min() >= 95 and columns.mean() > 115  # the image's right half, from its centre
+
+
+def test_the_3d_view_is_rendered_once(tmp_path, monkeypatch):
+    """The grab renders the scene: a render before it drew every triangle twice (half the 3D view's time)."""
+    try:
+        check_offscreen_rendering()
+    except OffscreenRenderingError as error:
+        pytest.skip(str(error))
+    import lvt.measure.surface_view as surface_view
+
+    renders = []
+    make_window = surface_view._offscreen_render_window
+
+    def counted_window():
+        window = make_window()
+        window.AddObserver("EndEvent", lambda *_: renders.append(1))
+        return window
+
+    monkeypatch.setattr(surface_view, "_offscreen_render_window", counted_window)
+    grid = _grid((24, 60, 80), (1.0, 1.0, 2.0), np.eye(3))
+    surfaces = extract_surfaces(grid.with_array(_ellipsoid(grid, (20.0, 15.0, 12.0)).astype(np.uint8)))
+    render_surfaces_png(surfaces, tmp_path / "view.png", size_px=(120, 100), lines_lps=[((0, -20, 30), (20, -20, 30))])
+    assert len(renders) == 1
