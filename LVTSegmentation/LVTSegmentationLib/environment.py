@@ -43,7 +43,11 @@ CORE_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("psutil", "psutil>=5.9"),
     Requirement("tqdm", "tqdm>=4.66,<5"),
 )
-SLICER_OWNED_DISTRIBUTIONS: tuple[str, ...] = ("numpy", "SimpleITK", "vtk")
+SLICER_OWNED_DISTRIBUTIONS: tuple[str, ...] = ("numpy", "SimpleITK", "vtk", "pydicom")
+# Core dependencies not installed into Slicer: highdicom needs a newer pydicom than some Slicer versions
+# bundle, and in Slicer DICOM SEG is written by Slicer's own DICOM export; without it `lvt segment` says
+# in its report that no DICOM SEG was written.
+NOT_INSTALLED_IN_SLICER: tuple[str, ...] = ("highdicom",)
 
 
 def core_dir(module_dir: str | Path) -> Path:

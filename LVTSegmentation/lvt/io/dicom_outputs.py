@@ -8,6 +8,7 @@ ever written silently.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,10 @@ def write_dicom_outputs(folder: Path, labels: Image, report: dict, request: Dico
     wanted = "DICOM SEG and SR" if request.write_sr else "DICOM SEG"
     if request.series is None:
         report["warnings"].append(f"no {wanted} written: the input is not a DICOM series")
+        return
+    if importlib.util.find_spec("highdicom") is None:  # e.g. a Slicer whose pydicom is too old for it
+        report["warnings"].append(f"no {wanted} written: the highdicom package is not installed "
+                                  "(pip install highdicom)")
         return
     algorithm = Algorithm(str(model["name"]), str(model["version"]), str(model.get("weights_sha256", "")))
     try:
