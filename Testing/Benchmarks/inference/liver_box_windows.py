@@ -8,7 +8,10 @@ bundled model segments each CT twice per repeat, once with the full sliding wind
 the median over the repeats of ``segment_image`` (resampling, inference, post-processing) and of its
 inference stage. The labels of the two runs (on the CT's grid) are compared: voxels that differ
 inside the full run's whole liver, and the Dice of each class (whole liver, vessel, tumor) between the
-runs. Nothing is tuned here: the liver box's constants were fixed before this run (lvt/segment/localize.py).
+runs. For scale, the same comparison between the full sliding window and the full sliding window
+without the body crop (windows over the whole image, as before the crop became the default): how much
+the labels already depend on where the windows fall. Nothing is tuned here: the liver box's constants
+were fixed before this run (lvt/segment/localize.py).
 Writes liver_box_windows.json and liver_box_windows.md beside this script, the JSON after every case.
 """
 
@@ -62,8 +65,8 @@ def compare(full: np.ndarray, box: np.ndarray) -> dict:
             "dice": {key: dice_score(box_masks[c], full_masks[c]) for c, key in enumerate(CLASS_KEYS)}}
 
 
-def run_case(ct: Image, predictors: dict[str, Predictor], repeats: int) -> dict:
-    """Both modes ``repeats`` times in alternating order; the labels of each mode's first run."""
+def run_case(ct: Image, predictors: dict[str, Predictor], uncropped: Predictor, repeats: int) -> dict:
+    """Both modes ``repeats`` times, alternated; the labels of each mode's first run; the uncropped run once."""
     seconds: dict[str, list[float]] = {mode: [] for mode in predictors}
     inference: dict[str, list[float]] = {mode: [] for mode in predictors}
     first: dict[str, SegmentationResult] = {}
@@ -80,7 +83,8 @@ def run_case(ct: Image, predictors: dict[str, Predictor], repeats: int) -> dict:
             **{mode: {"seconds": seconds[mode], "seconds_median": statistics.median(seconds[mode]),
                       "inference_seconds_median": statistics.median(inference[mode]),
                       "windows": first[mode].window_stats.counts()} for mode in predictors},
-            "labels": compare(first["full"].labels.array, first["liver box"].labels.array)}
+            "labels": compare(first["full"].labels.array, first["liver box"].labels.array),
+            "labels_without_body_crop": compare(first["full"].labels.array, segment_image(ct, uncropped).labels.array)}
 
 
 def markdown(record: dict) -> str:
@@ -90,9 +94,11 @@ def markdown(record: dict) -> str:
              f"Seconds: median of {record['repeats']} runs of `segment_image` each (resample, inference, "
              "post-processing; inference alone in brackets), the two modes alternated. Windows of the liver box: "
              "windows over the box + windows of the first pass at 4 mm. Differ: voxels of the full run's whole "
-             "liver whose label differs in the liver-box run. Dice between the two runs' labels.", "",
+             "liver whose label differs in the liver-box run. Dice between the two runs' labels. Body crop off: "
+             "the voxels that differ between the full sliding window with and without the body crop.", "",
              "| case | windows full | windows liver box | s full | s liver box | differ in liver | "
-             "Dice liver / vessel / tumor | liver box used |", "|---|---|---|---|---|---|---|---|"]
+             "Dice liver / vessel / tumor | body crop off: differ in liver | liver box used |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, case in record["cases"].items():
         full, box, labels = case["full"], case["liver box"], case["labels"]
         windows = box["windows"]
@@ -101,7 +107,9 @@ def markdown(record: dict) -> str:
         lines.append(f"| {name} | {full['windows']['windows_computed']} | {windows['windows_computed']} + "
                      f"{windows['windows_localize']} | {seconds} | "
                      f"{labels['differ_in_liver']} of {labels['liver_voxels_full']} "
-                     f"({100 * labels['differ_in_liver_fraction']:.2f} %) | {dice} | {windows['sliding_window']} |")
+                     f"({100 * labels['differ_in_liver_fraction']:.2f} %) | {dice} | "
+                     f"{100 * case['labels_without_body_crop']['differ_in_liver_fraction']:.2f} % | "
+                     f"{windows['sliding_window']} |")
     cases = record["cases"].values()
     total_full = sum(c["full"]["seconds_median"] for c in cases)
     total_box = sum(c["liver box"]["seconds_median"] for c in cases)
@@ -123,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     names = args.cases or list(readers)
     predictors = {mode: Predictor.from_file(bundled_model_path(), "cpu", SlidingWindowConfig(liver_box=box))
                   for mode, box in (("full", False), ("liver box", True))}
+    uncropped = Predictor.from_file(bundled_model_path(), "cpu", SlidingWindowConfig(crop_to_body=False))
     record = {**provenance([sys.executable, *sys.argv]), "repeats": args.repeats, "load_note": args.load_note,
               "cases": {}}
     for name in names:
         print(f"{name} ...", flush=True)
-        record["cases"][name] = run_case(readers[name](), predictors, args.repeats)
+        record["cases"][name] = run_case(readers[name](), predictors, uncropped, args.repeats)
         record["load_average_at_end"] = os.getloadavg()
         print(markdown(record).splitlines()[-3], flush=True)
         write_results(RESULTS, record, markdown(record))
