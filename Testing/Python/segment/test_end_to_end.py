@@ -14,7 +14,7 @@ from conftest import rotation, shared_file
 from lvt.cli.main import run
 from lvt.evaluate.metrics import dice_score
 from lvt.grid import resample_like
-from lvt.io import read_image, read_label_image, read_segmentation
+from lvt.io import read_image, read_label_image, read_segmentation, write_image
 from lvt.labels import STRUCTURES
 from lvt.phantom import PhantomConfig, make_phantom
 from lvt.segment.model_file import bundled_model_path
@@ -51,13 +51,6 @@ def test_outputs_are_complete_and_on_the_input_grid(example_ct_result: Path) -> 
     assert report["liver"]["whole_volume_ml"] == pytest.approx(np.isin(labels.array, (1, 2, 3)).sum() * 27 / 1000)
 
 
-def test_liver_agrees_with_the_reference_labels(example_ct_result: Path) -> None:
-    reference = read_label_image(shared_file("totalsegmentator_example", "example_seg_fast_force_split.nii.gz"))
-    labels = read_label_image(example_ct_result / "labels.nii.gz")
-    # TotalSegmentator's liver (a model output, not ground truth) on the same grid
-    assert dice_score(labels.array > 0, reference.array == 5) > 0.85
-
-
 def _stl_volume_ml(path: Path) -> float:
     reader = vtk.vtkSTLReader()
     reader.SetFileName(str(path))
@@ -80,9 +73,14 @@ def test_dicom_folder_segments_like_a_file(tmp_path: Path) -> None:
     ct = read_image(folder)
     labels = read_label_image(out / "labels.nii.gz")
     assert labels.same_grid(ct)
-    reference = resample_like(read_label_image(shared_file("totalsegmentator_example", "example_seg_dicom.nii.gz")),
-                              ct, interpolation="nearest")
-    assert dice_score(labels.array > 0, reference.array == 5) > 0.8
+    # the same voxels written as NIfTI give the same labels (example_ct_dicom is a training CT of the
+    # bundled model, so only agreement is tested here, never accuracy)
+    write_image(ct, tmp_path / "ct.nii.gz")
+    assert run(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "file"), "--device", "cpu",
+                "--progress", "none", "--no-surfaces"]) == 0
+    from_file = read_label_image(tmp_path / "file" / "labels.nii.gz")
+    assert np.mean(from_file.array == labels.array) > 0.9999
+    assert (labels.array == 1).sum() > 10_000  # a liver was found at all
 
 
 def test_oblique_flipped_anisotropic_copy_gives_the_same_labels_in_physical_space() -> None:
