@@ -118,7 +118,7 @@ def sample_view(image: Image, view: SampledView, *, order: int, outside: float) 
 
 def label_overlay_rgba(labels_2d: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """(H, W, 4) float RGBA: each label in its lvt.labels colour, background transparent."""
-    rgba = np.zeros((*labels_2d.shape, 4))
+    rgba = np.zeros((*labels_2d.shape, 4), dtype=np.float32)
     for structure in STRUCTURES:
         where = labels_2d == structure.label_value
         rgba[where, :3] = structure.color_float
@@ -153,6 +153,7 @@ def render_view_png(
     figure = view_figure(ct, labels, plane, point_lps, title=title, calipers=calipers)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi, facecolor=figure.get_facecolor())
+    figure.clear()  # frees its images now: the figure's reference cycles would hold them until a garbage collection
     with atomic_path(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return path

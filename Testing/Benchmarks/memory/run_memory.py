@@ -160,7 +160,7 @@ def run_case(case: benchlib.Case, code: Path | None, repeats: int) -> dict:
         print(f"  {case.name} {stage}: {stages[stage]}", flush=True)
     ends = [_measure_end_to_end(case, env) for _ in range(repeats)]
     end = {**min(ends, key=lambda r: r["wall_s"]), "peak_rss_mb": max(r["peak_rss_mb"] for r in ends)}
-    print(f"  {case.name} lvt measure: {end}", flush=True)
+    print(f"  {case.name} lvt measure: { {k: v for k, v in end.items() if k != 'report'} }", flush=True)
     return {"case": case.name, "stages": stages, "lvt_measure": end}
 
 
