@@ -175,10 +175,10 @@ def merge_blocks(mask_kji: np.ndarray, block_kji: np.ndarray) -> np.ndarray:
         return mask_kji
     padded = np.pad(mask_kji, [(0, -n % b) for n, b in zip(mask_kji.shape, block_kji, strict=True)])
     shape = np.stack([np.asarray(padded.shape) // block_kji, block_kji], axis=1).ravel()
-    inside = padded.reshape(shape).sum(axis=(1, 3, 5), dtype=np.int32) * 2
+    twice_inside = padded.reshape(shape).sum(axis=(1, 3, 5), dtype=np.int32) * 2
     size = int(np.prod(block_kji))
     first = padded[:: block_kji[0], :: block_kji[1], :: block_kji[2]]
-    return (inside > size) | ((inside == size) & first)
+    return (twice_inside > size) | ((twice_inside == size) & first)
 
 
 def _to_lps_with_outward_normals(polydata: vtkPolyData, grid: Image) -> vtkPolyData:
