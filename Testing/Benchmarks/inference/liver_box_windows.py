@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from benchlib import SHARED_DATA, machine_markdown, provenance, write_results
+from benchlib import IRCADB_CT, SHARED_DATA, ircadb_case, machine_markdown, provenance, write_results
 
 from lvt.evaluate.metrics import dice_score
 from lvt.image import Image
@@ -40,18 +40,36 @@ PHANTOMS = {"phantom seed 7, 360x300x250 mm": (7, (360.0, 300.0, 250.0)),
             "phantom seed 9, 400x320x500 mm": (9, (400.0, 320.0, 500.0))}
 
 
-def case_readers() -> dict[str, Callable[[], Image]]:
-    """Every case by name: how to get its CT (real files are read, phantoms rendered on the model's 2 mm grid)."""
-    from lvt.io import read_image
+def case_readers() -> dict[str, Callable[[], tuple[Image, np.ndarray | None]]]:
+    """Every case by name: how to get its CT and its true labels when known (ircadb01_17's experts', a phantom's).
+
+    Real files are read; phantoms are rendered on the model's 2 mm grid.
+    """
+    from lvt.io import read_image, read_label_image
     from lvt.phantom import PhantomConfig, make_phantom
 
-    files = [SHARED_DATA / "ircadb01_17" / "ircadb01_17_ct.nii.gz",
-             *sorted((SHARED_DATA / "tcia_unlabeled").glob("*_ct.nii.gz"))]
-    readers: dict[str, Callable[[], Image]] = {path.name.removesuffix("_ct.nii.gz"): (lambda p=path: read_image(p))
-                                               for path in files if path.is_file()}
+    def ircadb() -> tuple[Image, np.ndarray]:
+        case = ircadb_case()
+        return read_image(case.ct), read_label_image(case.reference_labels).array
+
+    def phantom(seed: int, fov: tuple[float, float, float]) -> tuple[Image, np.ndarray]:
+        rendered = make_phantom(PhantomConfig(seed=seed, field_of_view_mm=fov))
+        return rendered.image, rendered.labels
+
+    readers: dict[str, Callable[[], tuple[Image, np.ndarray | None]]] = {}
+    if IRCADB_CT.is_file():
+        readers["ircadb01_17"] = ircadb
+    for path in sorted((SHARED_DATA / "tcia_unlabeled").glob("*_ct.nii.gz")):
+        readers[path.name.removesuffix("_ct.nii.gz")] = lambda p=path: (read_image(p), None)
     for name, (seed, fov) in PHANTOMS.items():
-        readers[name] = lambda s=seed, f=fov: make_phantom(PhantomConfig(seed=s, field_of_view_mm=f)).image
+        readers[name] = lambda s=seed, f=fov: phantom(s, f)
     return readers
+
+
+def truth_dice(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice of each class (whole liver, vessel, tumor) against the true labels."""
+    masks, true_masks = masks_from_labels(labels), masks_from_labels(truth)
+    return {key: dice_score(masks[c], true_masks[c]) for c, key in enumerate(CLASS_KEYS)}
 
 
 def compare(full: np.ndarray, box: np.ndarray) -> dict:
@@ -65,7 +83,8 @@ def compare(full: np.ndarray, box: np.ndarray) -> dict:
             "dice": {key: dice_score(box_masks[c], full_masks[c]) for c, key in enumerate(CLASS_KEYS)}}
 
 
-def run_case(ct: Image, predictors: dict[str, Predictor], uncropped: Predictor, repeats: int) -> dict:
+def run_case(ct: Image, truth: np.ndarray | None, predictors: dict[str, Predictor], uncropped: Predictor,
+             repeats: int) -> dict:
     """Both modes ``repeats`` times, alternated; the labels of each mode's first run; the uncropped run once."""
     seconds: dict[str, list[float]] = {mode: [] for mode in predictors}
     inference: dict[str, list[float]] = {mode: [] for mode in predictors}
@@ -84,7 +103,9 @@ def run_case(ct: Image, predictors: dict[str, Predictor], uncropped: Predictor, 
                       "inference_seconds_median": statistics.median(inference[mode]),
                       "windows": first[mode].window_stats.counts()} for mode in predictors},
             "labels": compare(first["full"].labels.array, first["liver box"].labels.array),
-            "labels_without_body_crop": compare(first["full"].labels.array, segment_image(ct, uncropped).labels.array)}
+            "labels_without_body_crop": compare(first["full"].labels.array, segment_image(ct, uncropped).labels.array),
+            "dice_to_truth": None if truth is None else {mode: truth_dice(first[mode].labels.array, truth)
+                                                         for mode in predictors}}
 
 
 def markdown(record: dict) -> str:
@@ -113,16 +134,27 @@ def markdown(record: dict) -> str:
     cases = record["cases"].values()
     total_full = sum(c["full"]["seconds_median"] for c in cases)
     total_box = sum(c["liver box"]["seconds_median"] for c in cases)
-    lines += ["", f"Total: {total_full:.0f} s full, {total_box:.0f} s liver box "
-                  f"({100 * (1 - total_box / max(total_full, 1e-9)):.0f} % less).", ""]
-    return "\n".join(lines)
+    windows_full = sum(c["full"]["windows"]["windows_computed"] for c in cases)
+    windows_box = sum(c["liver box"]["windows"]["windows_computed"] + c["liver box"]["windows"]["windows_localize"]
+                      for c in cases)
+    lines += ["", f"Total: {windows_full} windows full, {windows_box} liver box (first passes included); "
+                  f"{total_full:.0f} s full, {total_box:.0f} s liver box "
+                  f"({100 * (1 - total_box / max(total_full, 1e-9)):.0f} % less).", "",
+              "Against the true labels (ircadb01_17: the experts'; phantoms: exact), Dice of each class:", "",
+              "| case | full: liver / vessel / tumor | liver box: liver / vessel / tumor |", "|---|---|---|"]
+    for name, case in record["cases"].items():
+        if case.get("dice_to_truth"):
+            row = [" / ".join(f"{case['dice_to_truth'][mode][k]:.4f}" for k in CLASS_KEYS) for mode in ("full",
+                                                                                                      "liver box")]
+            lines.append(f"| {name} | {row[0]} | {row[1]} |")
+    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--load-note", default="a model training job and another benchmark ran on the same 2 cores",
+    parser.add_argument("--load-note", default="other jobs may have shared the 2 cores (see the load averages)",
                         help="what else ran on the machine, for the results file")
     args = parser.parse_args(argv)
     from lvt.segment.model_file import bundled_model_path
@@ -136,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
               "cases": {}}
     for name in names:
         print(f"{name} ...", flush=True)
-        record["cases"][name] = run_case(readers[name](), predictors, uncropped, args.repeats)
-        record["load_average_at_end"] = os.getloadavg()
-        print(markdown(record).splitlines()[-3], flush=True)
+        record["cases"][name] = run_case(*readers[name](), predictors, uncropped, args.repeats)
+        record["cases"][name]["load_average_after"] = record["load_average_at_end"] = os.getloadavg()
+        print(next(line for line in markdown(record).splitlines() if line.startswith(f"| {name} |")), flush=True)
         write_results(RESULTS, record, markdown(record))
     return 0
 
