@@ -118,15 +118,28 @@ def verify_nrrd(path: Path) -> None:
                                _nrrd_data_bytes(header))
 
 
-def _nrrd_data_bytes(header: dict) -> int | None:
-    from nrrd.reader import _determine_datatype
+# Bytes per sample of every NRRD "type" spelling (NRRD0005 specification, "type:" field).
+_NRRD_TYPE_BYTES: dict[str, int] = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
+                     "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
+                     "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t",
+                     "double"), 8),
+}
 
+
+def _nrrd_data_bytes(header: dict) -> int | None:
+    """Bytes of the data the header announces; None when it cannot say (unknown type: the reader refuses it)."""
     skip = int(header.get("byte skip", header.get("byteskip", 0)))
-    try:
-        itemsize = _determine_datatype(header).itemsize
-    except Exception:  # an unknown type: the reader will refuse it
+    itemsize = _NRRD_TYPE_BYTES.get(str(header.get("type", "")).strip().lower())
+    if itemsize is None and str(header.get("type", "")).strip().lower() == "block":
+        itemsize = int(header.get("block size", header.get("blocksize", 0))) or None
+    if itemsize is None or skip < 0:
         return None
-    return None if skip < 0 else int(np.prod(header["sizes"], dtype=np.int64)) * itemsize + skip
+    return int(np.prod(header["sizes"], dtype=np.int64)) * itemsize + skip
 
 
 def _verify_metaimage(path: Path) -> None:

@@ -122,6 +122,22 @@ def test_truncated_file_is_refused(tmp_path: Path, suffix: str, compressed: bool
         io.read_image(path)
 
 
+@pytest.mark.parametrize(("dtype", "spelling"), [(np.int8, "signed char"), (np.uint16, "unsigned short int"),
+                                                (np.int32, "int"), (np.float64, "double"),
+                                                (np.int64, "signed long long int")])
+def test_raw_nrrd_one_sample_short_is_refused_for_every_type_spelling(tmp_path: Path, dtype: type,
+                                                                        spelling: str) -> None:
+    path = tmp_path / "ct.nrrd"
+    nrrd.write(str(path), np.zeros((6, 7, 8), dtype), {"encoding": "raw", "space": "left-posterior-superior",
+                                                       "space directions": np.eye(3), "space origin": np.zeros(3)})
+    header, _, data = path.read_bytes().partition(b"\n\n")
+    header = b"\n".join(line if not line.startswith(b"type:") else b"type: " + spelling.encode()
+                         for line in header.split(b"\n"))
+    path.write_bytes(header + b"\n\n" + data[: -np.dtype(dtype).itemsize])
+    with pytest.raises(InputError, match="is truncated"):
+        io.read_image(path)
+
+
 def test_whole_compressed_file_in_many_chunks_reads_the_same(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(io.integrity, "CHUNK_BYTES", 997)  # odd chunks split voxels and gzip members
     array = ct_like((8, 30, 40)).astype(np.float32)
