@@ -23,6 +23,8 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # CT values of air: what fills space outside a scan (the scanners' padding value), and the level
 # below which a voxel counts as air rather than body (patient and table lie above it).
 AIR_HU = -1024.0
+# Patient sides along L, P, S: (toward the negative end, toward the positive end) of each LPS axis.
+PATIENT_SIDES_LPS = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
 AIR_THRESHOLD_HU = -500.0
 
 

@@ -41,7 +41,7 @@ class Study:
         """A study from labels (and CT on the same grid), measured here."""
         if not whole_liver(labels.array).any():
             raise InputError(source, "the segmentation has no liver; nothing to compare")
-        return cls(name, Path(source), labels, ct, measure_labels(labels))
+        return cls(name, Path(source), labels, ct, measure_labels(labels, ct))
 
 
 def is_result_folder(path: Path) -> bool:

@@ -35,14 +35,14 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist, squareform
 
 from lvt.errors import InputError
-from lvt.image import Image
+from lvt.image import PATIENT_SIDES_LPS, Image
 from lvt.labels import LIVER_LABEL, NUM_CLASSES, TUMOR_LABEL, VESSEL_LABEL, WHOLE_LIVER_LABELS, label_components
+from lvt.measure.field_of_view import field_of_view_cut_sides
 from lvt.measure.region import Box, LabelRegion, shifted
 
 Point3 = tuple[float, float, float]
 _TIE_MM = 1e-6
 # The patient sides at the low and high end of LPS x, y, z, and the order in which sides are listed.
-_SIDES_LPS = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
 SIDE_ORDER = ("superior", "inferior", "right", "left", "anterior", "posterior")
 
 
@@ -138,7 +138,7 @@ class Measurements:
         }
 
 
-def measure_labels(labels: Image) -> Measurements:
+def measure_labels(labels: Image, ct: Image | None = None) -> Measurements:
     """Measure liver, vessel and tumor volumes and every lesion of an exclusive label map.
 
     Everything is counted inside the box of the nonzero voxels (:class:`~lvt.measure.region.LabelRegion`),
@@ -147,6 +147,8 @@ def measure_labels(labels: Image) -> Measurements:
     Args:
         labels: exclusive label map (0 background, 1 liver parenchyma, 2 vessel, 3 tumor) on any
             grid, oblique, flipped and anisotropic ones included.
+        ct: the CT on the labels' grid, when known: a liver cut by the scanner's reconstruction circle is then
+            listed in ``liver_cut_sides`` too (:mod:`lvt.measure.field_of_view`).
 
     Returns:
         The measurements; lesions ordered by decreasing volume.
@@ -163,7 +165,8 @@ def measure_labels(labels: Image) -> Measurements:
         vessel_volume_ml=float(counts[VESSEL_LABEL] * voxel_ml),
         tumor_volume_ml=float(counts[TUMOR_LABEL] * voxel_ml),
         lesions=lesions_in_region(labels, region.array == TUMOR_LABEL, region.offset_kji),
-        liver_cut_sides=edge_sides(labels, region.box),
+        liver_cut_sides=_in_side_order({*edge_sides(labels, region.box),
+                                        *(field_of_view_cut_sides(ct, labels) if ct is not None else ())}),
     )
 
 
@@ -181,12 +184,16 @@ def edge_sides(grid: Image, box: Box | None) -> tuple[str, ...]:
     for axis in range(3):
         column = grid.direction[:, axis]
         patient = int(np.argmax(np.abs(column)))
-        low, high = _SIDES_LPS[patient] if column[patient] > 0 else _SIDES_LPS[patient][::-1]
+        low, high = PATIENT_SIDES_LPS[patient] if column[patient] > 0 else PATIENT_SIDES_LPS[patient][::-1]
         extent = box[2 - axis]
         if extent.start == 0:
             sides.add(low)
         if extent.stop == grid.array.shape[2 - axis]:
             sides.add(high)
+    return _in_side_order(sides)
+
+
+def _in_side_order(sides: set[str]) -> tuple[str, ...]:
     return tuple(side for side in SIDE_ORDER if side in sides)
 
 

@@ -199,7 +199,7 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     check_cancel(cancel)
     write_segmentation(labels, folder / "segmentation.seg.nrrd")
     check_cancel(cancel)
-    measurements = measure_labels(labels)
+    measurements = measure_labels(labels, ct)
     checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
     surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
     checkpoint(progress, cancel, "report", 0, 1, "report")
