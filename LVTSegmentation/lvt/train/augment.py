@@ -90,25 +90,34 @@ def apply_augment(hu: torch.Tensor, bits: torch.Tensor, params: AugmentParams,
     Returns:
         Network input (B, 1, *patch) in [0, 1] and (B, 3, *patch) float 0/1 class masks.
     """
-    device = hu.device
-    if params.intensity is None:
-        windowed = apply_windows_batch(hu, params.levels, params.widths)
-    else:
-        hu = augment_hu(hu, (bits & 0b111) > 0, params.intensity, params.noise_seed)
-        windowed = augment_windowed(apply_windows_batch(hu, params.levels, params.widths), params.intensity)
+    windowed = network_input(hu, (bits & 0b111) > 0, params)
     masks = torch.stack([((bits >> k) & 1) for k in range(3)], dim=1).float()
-    context = torch.tensor(hu.shape[2:], dtype=torch.float32)
-    patch = torch.tensor(patch_zyx, dtype=torch.float32)
-    # voxel offsets u (output) map to v = M u (input); in normalised coordinates n_in = diag(1/C) M diag(P) n_out
-    theta_zyx = torch.diag(1.0 / context) @ params.matrices @ torch.diag(patch)
-    theta_xyz = theta_zyx.flip(1).flip(2)  # grid_sample's last-dim order is (x, y, z)
-    theta = torch.cat((theta_xyz, torch.zeros(len(theta_xyz), 3, 1)), dim=2).to(device)
-    size = (hu.shape[0], 1, *patch_zyx)
-    grid = F.affine_grid(theta, list(size), align_corners=False)
-    image = F.grid_sample(windowed, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    grid_masks = F.affine_grid(theta, [size[0], 3, *patch_zyx], align_corners=False)
-    targets = F.grid_sample(masks, grid_masks, mode="bilinear", padding_mode="zeros", align_corners=False)
+    image = resample_boxes(windowed, params.matrices, patch_zyx)
+    targets = resample_boxes(masks, params.matrices, patch_zyx)
     return image, (targets > 0.5).float()
+
+
+def network_input(hu: torch.Tensor, liver: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """HU (B, 1, Z, Y, X) to the network's [0, 1] input: intensity changes (the liver shift inside the 0/1
+    ``liver`` (B, Z, Y, X)), each sample's window, gamma. No geometry: it works on boxes and patches alike."""
+    if params.intensity is None:
+        return apply_windows_batch(hu, params.levels, params.widths)
+    hu = augment_hu(hu, liver, params.intensity, params.noise_seed)
+    return augment_windowed(apply_windows_batch(hu, params.levels, params.widths), params.intensity)
+
+
+def resample_boxes(volume: torch.Tensor, matrices: torch.Tensor, patch_zyx: tuple[int, int, int]) -> torch.Tensor:
+    """The patches (B, C, *patch) that the per-sample (B, 3, 3) matrices cut from (B, C, *box) boxes (trilinear).
+
+    Voxel offsets u (output) map to v = M u (input); in normalised coordinates n_in = diag(1/C) M diag(P) n_out.
+    """
+    context = torch.tensor(volume.shape[2:], dtype=torch.float32)
+    patch = torch.tensor(patch_zyx, dtype=torch.float32)
+    theta_zyx = torch.diag(1.0 / context) @ matrices @ torch.diag(patch)
+    theta_xyz = theta_zyx.flip(1).flip(2)  # grid_sample's last-dim order is (x, y, z)
+    theta = torch.cat((theta_xyz, torch.zeros(len(theta_xyz), 3, 1)), dim=2).to(volume.device)
+    grid = F.affine_grid(theta, [volume.shape[0], volume.shape[1], *patch_zyx], align_corners=False)
+    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _half_extent(half: tuple[float, ...], axis: int, max_turn_rad: float) -> float:

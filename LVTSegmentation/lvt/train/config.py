@@ -118,6 +118,30 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ConsistencyConfig:
+    """Mean-teacher consistency on unlabelled CTs (``lvt.train.consistency``).
+
+    ``weight`` is reached after a sigmoid ramp-up over ``ramp_up_steps``; the teacher is the exponential
+    moving average of the student with ``ema_decay``; ``batch_size`` unlabelled patches per step; the two
+    views differ by ``intensity`` (default: nnU-Net's set plus the liver-enhancement shift) and the window.
+    """
+
+    weight: float = 1.0
+    ramp_up_steps: int = 0
+    ema_decay: float = 0.99
+    batch_size: int = 1
+    intensity: IntensityAugment | None = field(default_factory=IntensityAugment)
+
+    def __post_init__(self) -> None:
+        counts = (self.ramp_up_steps, self.batch_size)
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in counts) or counts[0] < 0 or counts[1] < 1:
+            raise ValueError(f"consistency: ramp_up_steps >= 0 and batch_size >= 1 must be whole numbers, got {counts}")
+        if not (0.0 <= self.weight < float("inf") and 0.0 <= self.ema_decay <= 1.0):
+            raise ValueError(f"consistency: weight must be finite and >= 0 and ema_decay in [0, 1], "
+                             f"got {self.weight!r} and {self.ema_decay!r}")
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     """One dataset of the mixture: its validated spec and training extras.
 
@@ -152,6 +176,7 @@ class TrainingConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    consistency: ConsistencyConfig | None = None
     window: Window = field(default_factory=Window)
     batch_size: int = 2
     steps: int = 1000
@@ -181,6 +206,17 @@ class TrainingConfig:
         if not 0.0 <= self.foreground_probability <= 1.0:
             raise ValueError("foreground_probability must be in [0, 1]")
         _check_fold(self.fold, self.folds, bool(self.validation))
+        _check_unlabelled(self)
+
+    @property
+    def labelled_datasets(self) -> tuple[DatasetEntry, ...]:
+        """The datasets of the supervised loss (and of the cross-validation folds)."""
+        return tuple(entry for entry in self.datasets if not entry.spec.is_unlabelled)
+
+    @property
+    def unlabelled_datasets(self) -> tuple[DatasetEntry, ...]:
+        """The CTs without labels: only the consistency term sees them."""
+        return tuple(entry for entry in self.datasets if entry.spec.is_unlabelled)
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -212,6 +248,23 @@ def _check_fold(fold: Any, folds: Any, has_validation: bool) -> None:
         raise ValueError(f"fold must be in 0..{folds - 1} for {folds} folds, got {fold}")
     if has_validation:
         raise ValueError("with a fold, the held-out fold is the validation set; remove the config's validation list")
+
+
+def _check_unlabelled(config: TrainingConfig) -> None:
+    """Unlabelled CTs feed only the consistency term: it must be set, and they never validate or get tumors."""
+    unlabelled = [entry.spec.name for entry in config.unlabelled_datasets]
+    if any(entry.spec.is_unlabelled for entry in config.validation):
+        raise ValueError("validation: an unlabelled dataset (kind 'images') has no labels to validate against")
+    if unlabelled and config.consistency is None:
+        raise ValueError(f"datasets: {unlabelled[0]!r} is unlabelled (kind 'images') and would do nothing without "
+                         "a consistency section")
+    if config.consistency is not None and not unlabelled:
+        raise ValueError("consistency: needs an unlabelled training dataset (kind 'images') to draw patches from")
+    if not config.labelled_datasets:
+        raise ValueError("datasets: at least one labelled training dataset is needed beside the unlabelled ones")
+    painted = next((e.spec.name for e in config.unlabelled_datasets if e.synthetic_tumor_variants), None)
+    if painted is not None:
+        raise ValueError(f"datasets: {painted!r} is unlabelled; synthetic_tumor_variants needs a liver label")
 
 
 def _plain(value: Any) -> Any:
@@ -289,13 +342,27 @@ def _augment(section: Any) -> AugmentConfig:
     if windowing is not None:
         known = _field_names(RandomWindowing)
         data["random_windowing"] = RandomWindowing(**_tuples(_checked(windowing, "augment.random_windowing", known)))
-    intensity = data.get("intensity")
-    if intensity is not None:
-        data["intensity"] = IntensityAugment(**_checked(intensity, "augment.intensity", _field_names(IntensityAugment)))
+    if data.get("intensity") is not None:
+        data["intensity"] = _intensity(data["intensity"], "augment.intensity")
     return AugmentConfig(**data)
 
 
-_SECTIONS = {"network": _network, "optimizer": _optimizer, "augment": _augment, "window": _window}
+def _intensity(section: Any, where: str) -> IntensityAugment:
+    return IntensityAugment(**_checked(section, where, _field_names(IntensityAugment)))
+
+
+def _consistency(section: Any) -> ConsistencyConfig | None:
+    """The mean-teacher settings; ``consistency: null`` (or no section) turns the term off."""
+    if section is None:
+        return None
+    data = _checked(section, "consistency", _field_names(ConsistencyConfig))
+    if data.get("intensity") is not None:
+        data["intensity"] = _intensity(data["intensity"], "consistency.intensity")
+    return ConsistencyConfig(**data)
+
+
+_SECTIONS = {"network": _network, "optimizer": _optimizer, "augment": _augment, "window": _window,
+             "consistency": _consistency}
 
 
 def _arguments(data: Any, base_dir: Path, source: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from lvt.segment.postprocess import decode_masks
 from lvt.segment.predict import Predictor, SlidingWindowConfig
 from lvt.train.augment import apply_augment, context_size, draw_augment_params
 from lvt.train.config import TrainingConfig
+from lvt.train.consistency import MeanTeacher
 from lvt.train.data.cache import CachedCase
 from lvt.train.data.prepare import dataset_weights, prepare_run_cases
 from lvt.train.distributed import DistributedRun, init_distributed, prepare_for_ddp
@@ -98,7 +99,8 @@ class Trainer:
     """State of one run: network, optimiser, schedule, sampler and generators."""
 
     def __init__(self, config: TrainingConfig, cases: list[CachedCase], device: torch.device,
-                 ddp: DistributedRun, cross_validation: dict | None = None) -> None:
+                 ddp: DistributedRun, cross_validation: dict | None = None,
+                 unlabelled: list[CachedCase] | None = None) -> None:
         self.config = config
         self.cross_validation = cross_validation
         self.device = device
@@ -113,13 +115,16 @@ class Trainer:
         self.sampler = PatchSampler(cases, self.context, config.foreground_probability, config.seed,
                                     dataset_weights(config.datasets))
         self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.mean_teacher = None if config.consistency is None else \
+            MeanTeacher(config, self.network, unlabelled or [], self.context, device, ddp)
         self.step = 0
         self.history: list[dict] = []
         self.best_score = -1.0
         if config.batch_size % ddp.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {ddp.world_size} processes")
 
-    def train_step(self) -> float:
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step; returns the supervised loss (and the consistency term's value and weight)."""
         config = self.config
         batch = self.sampler.sample(config.batch_size)
         params = draw_augment_params(config.batch_size, config.augment, config.window, self.generator)
@@ -129,16 +134,23 @@ class Trainer:
         bits = torch.from_numpy(batch.bits[share]).to(self.device, non_blocking=True)
         inputs, masks = apply_augment(hu, bits, params.select(share), config.patch_size_zyx)
         weights = torch.from_numpy(batch.class_weights[share]).to(self.device)
+        views = None if self.mean_teacher is None else self.mean_teacher.views(self._autocast())
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            outputs = self.model(inputs)
-        loss = lvt_loss(outputs, masks, weights, config.loss)
+        with self._autocast():  # one forward for both batches: DDP allows one per backward
+            outputs = self.model(inputs if views is None else torch.cat((inputs, views.student_input)))
+        loss = lvt_loss([level[:len(inputs)] for level in outputs], masks, weights, config.loss)
+        record = {"loss": float(loss.detach())}
+        if self.mean_teacher is not None and views is not None:
+            term, values = self.mean_teacher.loss(outputs[0][len(inputs):], views, self.step)
+            loss, record = loss + term, {**record, **values}
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optimizer.gradient_clip_norm)
         self.optimizer.step()
         self.scheduler.step()
+        if self.mean_teacher is not None:
+            self.mean_teacher.update(self.network)
         self.step += 1
-        return float(loss.detach())
+        return record
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.use_amp and self.device.type == "cuda":
@@ -168,6 +180,9 @@ class Trainer:
             "history": self.history,
             "best_score": self.best_score,
         }
+        if self.mean_teacher is not None:
+            teacher_tensors, teacher_meta = self.mean_teacher.state()
+            tensors, meta = {**tensors, **teacher_tensors}, {**meta, **teacher_meta}
         return tensors, meta
 
     def load_state(self, folder: Path) -> None:
@@ -185,6 +200,10 @@ class Trainer:
         self.sampler.load_state_dict(meta["sampler"])
         self.generator.set_state(tensors["generator"])
         self.step, self.history, self.best_score = meta["step"], meta["history"], meta["best_score"]
+        if self.mean_teacher is not None:
+            if "consistency_sampler" not in meta:
+                raise InputError(folder, "this resume point has no teacher (its run had no consistency section)")
+            self.mean_teacher.load_state(tensors, meta)
 
 
 def save_resume_point(trainer: Trainer, folder: Path) -> None:
@@ -242,7 +261,7 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
     cases = prepare_run_cases(config, skip_bad_cases=skip_bad_cases, progress=progress, cancel=cancel,
                               write=ddp.is_main, ddp=ddp)
     val_cases, skipped = cases.validation, cases.skipped
-    trainer = Trainer(config, cases.training, torch_device, ddp, cases.cross_validation)
+    trainer = Trainer(config, cases.training, torch_device, ddp, cases.cross_validation, cases.unlabelled)
     resume_point = find_resume_point(out) if resume else None
     if resume_point:
         trainer.load_state(resume_point)
@@ -258,8 +277,9 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
     try:
         while trainer.step < config.steps:
             check_cancel(cancel)
-            losses.append(trainer.train_step())
-            _after_step(trainer, losses, val_cases, start, first_step, progress)
+            step_record = trainer.train_step()
+            losses.append(step_record["loss"])
+            _after_step(trainer, losses, step_record, val_cases, start, first_step, progress)
     except CancelledError:
         if ddp.is_main:
             save_resume_point(trainer, out / "checkpoints" / "last")
@@ -268,8 +288,8 @@ def run_training(config: TrainingConfig, *, device: str = "auto", resume: bool =
     return _finish(trainer, val_cases, seconds, skipped)
 
 
-def _after_step(trainer: Trainer, losses: list[float], val_cases: list[CachedCase], start: float,
-                first_step: int, progress: ProgressCallback | None) -> None:
+def _after_step(trainer: Trainer, losses: list[float], step_record: dict[str, float], val_cases: list[CachedCase],
+                start: float, first_step: int, progress: ProgressCallback | None) -> None:
     config, step = trainer.config, trainer.step
     elapsed = time.perf_counter() - start
     rate = (step - first_step) / max(elapsed, 1e-9)
@@ -277,7 +297,7 @@ def _after_step(trainer: Trainer, losses: list[float], val_cases: list[CachedCas
     eta = (config.steps - step) / max(rate, 1e-9)
     report(progress, "train", step, config.steps,
            f"loss {recent:.4f} | {rate:.2f} it/s | ETA {_format_seconds(eta)}")
-    record: dict = {"step": step, "loss": losses[-1], "lr": trainer.scheduler.get_last_lr()[0], "seconds": elapsed}
+    record: dict = {"step": step, **step_record, "lr": trainer.scheduler.get_last_lr()[0], "seconds": elapsed}
     if val_cases and (step % config.validate_every == 0 or step == config.steps):
         report(progress, "validate", 0, len(val_cases), f"validating at step {step}")
         record["validation"] = validate(trainer.network, config, val_cases, trainer.device)

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvt.image import AIR_HU
+from lvt.image import AIR_HU, AIR_THRESHOLD_HU
 from lvt.train.data.cache import CachedCase
+
+# Uniform draws before a centre ``inside_body`` gives up looking for a voxel above air (the cached box holds
+# the body, so a few suffice); the last draw is kept.
+BODY_TRIES = 50
 
 
 @dataclass(frozen=True)
@@ -25,15 +29,17 @@ class PatchBatch:
 
 
 class PatchSampler:
-    """Draw training boxes: case by dataset weight, then centre on annotated foreground with p, else uniform."""
+    """Draw training boxes: case by dataset weight, then centre on annotated foreground with p, else uniform
+    (``inside_body``: uniform over the voxels above air, for CTs without labels)."""
 
     def __init__(self, cases: list[CachedCase], context_zyx: tuple[int, int, int], foreground_probability: float,
-                 seed: int, dataset_weights: dict[str, float] | None = None) -> None:
+                 seed: int, dataset_weights: dict[str, float] | None = None, inside_body: bool = False) -> None:
         if not cases:
             raise ValueError("no training cases to sample from")
         self.cases = cases
         self.context = tuple(context_zyx)
         self.foreground_probability = foreground_probability
+        self.inside_body = inside_body
         self.rng = np.random.default_rng(seed)
         self.case_probabilities = _case_probabilities(cases, dataset_weights or {})
 
@@ -63,7 +69,12 @@ class PatchSampler:
             if present:
                 coords = case.foreground[present[int(self.rng.integers(len(present)))]]
                 return coords[int(self.rng.integers(len(coords)))]
-        return np.array([int(self.rng.integers(s)) for s in case.image.shape])
+        centre = np.array([int(self.rng.integers(s)) for s in case.image.shape])
+        for _ in range(BODY_TRIES if self.inside_body else 0):
+            if case.image[tuple(centre)] > AIR_THRESHOLD_HU:
+                break
+            centre = np.array([int(self.rng.integers(s)) for s in case.image.shape])
+        return centre
 
 
 def _case_probabilities(cases: list[CachedCase], dataset_weights: dict[str, float]) -> np.ndarray:

@@ -39,7 +39,6 @@ class CaseRef:
         return self.spec.name
 
 
-
 def discover_cases(spec: DatasetSpec) -> list[CaseRef]:
     """All cases of one dataset, in natural order of their ids, without reading any voxels.
 
@@ -65,6 +64,8 @@ def discover_cases(spec: DatasetSpec) -> list[CaseRef]:
     if spec.cases:
         listed = [case for case in spec.cases if case.case_id not in spec.exclude_cases]
         refs = [_listed_ref(spec, case, root, label_root) for case in listed]
+    elif spec.is_unlabelled:
+        refs = _image_refs(spec, root)
     else:
         refs = _pattern_refs(spec, root, label_root)
     return refs if spec.second_labels is None else _with_second_labels(spec, refs, root)
@@ -96,11 +97,24 @@ def _existing_folder(spec: DatasetSpec, folder: Path | None, field_name: str) ->
 
 
 def _listed_ref(spec: DatasetSpec, case: ListedCase, root: Path, label_root: Path) -> CaseRef:
-    image, label = root / case.image, label_root / case.label
+    image, label = root / case.image, (label_root / case.label if case.label else None)
     missing = [f"{role} {path} does not exist" for role, path in (("image", image), ("label", label))
-               if not path.exists()]
+               if path is not None and not path.exists()]
     problem = "; ".join(missing) or None
     return CaseRef(f"{spec.name}/{case.case_id}", case.case_id, spec, image, label, problem=problem)
+
+
+def _image_refs(spec: DatasetSpec, root: Path) -> list[CaseRef]:
+    """The CTs of an unlabelled dataset that ``image_pattern`` finds (kind "images": no label to pair)."""
+    images = _match_pattern(root, spec.image_pattern)
+    if not images:
+        raise InputError(root, f"dataset {spec.name!r}: nothing matches image_pattern {spec.image_pattern!r}")
+    refs = []
+    for case_id in sorted(set(images) - set(spec.exclude_cases), key=_natural_key):
+        paths = images[case_id]
+        refs.append(CaseRef(f"{spec.name}/{case_id}", case_id, spec, paths[0] if len(paths) == 1 else None,
+                            problem=_pair_problem("image", paths, spec.image_pattern)))
+    return refs
 
 
 def _pattern_refs(spec: DatasetSpec, root: Path, label_root: Path) -> list[CaseRef]:

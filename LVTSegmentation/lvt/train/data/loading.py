@@ -85,8 +85,11 @@ def load_case(ref: CaseRef) -> LoadedCase:
         raise CaseError(ref.name, ref.problem)
     if ref.spec.kind == "phantom":
         return _load_phantom(ref)
-    assert ref.image_path is not None and ref.label_path is not None  # set when problem is None
+    assert ref.image_path is not None  # set when problem is None
     image = _read(ref, ref.image_path, read_image)
+    if ref.spec.is_unlabelled:  # no label: every class unannotated, every mask empty
+        return LoadedCase(ref.name, image, np.zeros((NUM_CLASSES, *image.array.shape), dtype=bool), ref.spec.annotated)
+    assert ref.label_path is not None  # set when problem is None
     if ref.spec.structure_map:
         masks = _structure_masks(ref, image, ref.label_path)
     else:
@@ -95,7 +98,6 @@ def load_case(ref: CaseRef) -> LoadedCase:
         assert ref.second_label_path is not None  # set when problem is None
         masks |= _masks_from_file(ref, image, ref.second_label_path, ref.spec.second_labels)
     return LoadedCase(ref.name, image, masks, ref.spec.annotated)
-
 
 
 def _load_phantom(ref: CaseRef) -> LoadedCase:

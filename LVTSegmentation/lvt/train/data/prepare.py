@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,12 +160,14 @@ def prepare_cases(entries: tuple[DatasetEntry, ...], config: TrainingConfig, *, 
 
 @dataclass(frozen=True)
 class RunCases:
-    """A run's training and validation cases, the bad cases left out, and its fold when cross-validating."""
+    """A run's training and validation cases, the bad cases left out, its fold when cross-validating, and
+    the unlabelled CTs (kind "images"), which only the consistency term draws from."""
 
     training: list[CachedCase]
     validation: list[CachedCase]
     skipped: list[str]
     cross_validation: dict | None = None
+    unlabelled: list[CachedCase] = field(default_factory=list)
 
 
 def prepare_run_cases(config: TrainingConfig, *, skip_bad_cases: bool, progress: ProgressCallback | None = None,
@@ -174,6 +176,7 @@ def prepare_run_cases(config: TrainingConfig, *, skip_bad_cases: bool, progress:
     """The config's training and validation lists or, for one fold, the other folds and the held-out one.
 
     Held-out cases are validated as they are, without synthetic-tumor variants (those are training data).
+    Unlabelled datasets are never split into folds: every run draws from all of them.
 
     Raises:
         InputError: a dataset with fewer cases than folds (:func:`lvt.train.data.folds.split_folds`).
@@ -182,11 +185,13 @@ def prepare_run_cases(config: TrainingConfig, *, skip_bad_cases: bool, progress:
         return prepare_cases(entries, config, skip_bad_cases=skip_bad_cases, progress=progress, cancel=cancel,
                              write=write, ddp=ddp, only=only)
 
+    unlabelled, skipped_unlabelled = prepared(config.unlabelled_datasets, None)
+    labelled = config.labelled_datasets
     if config.fold is None or config.folds is None:
-        training, skipped = prepared(config.datasets, None)
-        return RunCases(training, prepared(config.validation, None)[0], skipped)
-    split = split_folds(config.datasets, config.folds, config.seed, config.source)
-    training, skipped = prepared(config.datasets, split.training(config.fold))
-    held_out = tuple(replace(entry, synthetic_tumor_variants=0) for entry in config.datasets)
+        training, skipped = prepared(labelled, None)
+        return RunCases(training, prepared(config.validation, None)[0], skipped + skipped_unlabelled, None, unlabelled)
+    split = split_folds(labelled, config.folds, config.seed, config.source)
+    training, skipped = prepared(labelled, split.training(config.fold))
+    held_out = tuple(replace(entry, synthetic_tumor_variants=0) for entry in labelled)
     validation, _ = prepared(held_out, split.validation(config.fold))
-    return RunCases(training, validation, skipped, split.record(config.fold))
+    return RunCases(training, validation, skipped + skipped_unlabelled, split.record(config.fold), unlabelled)

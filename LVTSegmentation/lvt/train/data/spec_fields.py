@@ -17,6 +17,9 @@ from lvt.labels import CLASS_KEYS, NUM_CLASSES
 from lvt.phantom import PhantomConfig
 from lvt.train.known_fields import unknown_fields_problem
 
+# The kind of a dataset of CTs without labels (every class weight 0): they feed the consistency term only.
+UNLABELLED_KIND = "images"
+
 
 @dataclass(frozen=True)
 class StructureRule:
@@ -46,11 +49,15 @@ class StructureRule:
 
 @dataclass(frozen=True)
 class ListedCase:
-    """One explicitly listed image/label pair (paths relative to the spec's root and label root)."""
+    """One explicitly listed image/label pair (paths relative to the spec's root and label root); an
+    unlabelled CT (kind "images") has no label."""
 
     case_id: str
     image: str
-    label: str
+    label: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"image": self.image, "label": self.label} if self.label else {"image": self.image}
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ def spec_arguments(data: Mapping[str, Any], base_dir: str | Path | None) -> dict
             raise ValueError(f"field {required!r}: required")
     arguments = {key: value for key, value in data.items() if key in _SIMPLE_FIELDS}
     kind = data.get("kind")
-    default_annotated = [True] * NUM_CLASSES if kind == "phantom" else None
+    default_annotated = {"phantom": [True] * NUM_CLASSES, UNLABELLED_KIND: [False] * NUM_CLASSES}.get(kind)
     arguments["annotated"] = _parse_annotated(data.get("annotated", default_annotated))
     arguments["root"] = parse_folder(data.get("root"), base_dir, "root")
     arguments["label_root"] = parse_folder(data.get("label_root"), base_dir, "label_root")
@@ -178,9 +185,10 @@ def _parse_cases(raw: Any) -> tuple[ListedCase, ...]:
         raise ValueError(f"field 'cases': expected a mapping case id -> {{image: ..., label: ...}}, got {raw!r}")
     cases = []
     for case_id, paths in raw.items():
-        if not isinstance(paths, Mapping) or set(paths) != {"image", "label"}:
-            raise ValueError(f"field 'cases': case {case_id!r} needs exactly the keys 'image' and 'label'")
-        cases.append(ListedCase(str(case_id), str(paths["image"]), str(paths["label"])))
+        if not isinstance(paths, Mapping) or set(paths) not in ({"image", "label"}, {"image"}):
+            raise ValueError(f"field 'cases': case {case_id!r} needs exactly the keys 'image' and 'label' "
+                             "('image' alone for kind 'images')")
+        cases.append(ListedCase(str(case_id), str(paths["image"]), str(paths.get("label", ""))))
     return tuple(cases)
 
 

@@ -24,6 +24,7 @@ import yaml
 from lvt.errors import InputError
 from lvt.labels import CLASS_KEYS, NUM_CLASSES
 from lvt.train.data.spec_fields import (
+    UNLABELLED_KIND,
     ListedCase,
     PhantomOptions,
     SecondLabels,
@@ -33,7 +34,7 @@ from lvt.train.data.spec_fields import (
 )
 from lvt.train.known_fields import unknown_fields_problem
 
-KINDS: tuple[str, ...] = ("lits", "msd", "ircadb", "totalsegmentator", "pairs", "phantom")
+KINDS: tuple[str, ...] = ("lits", "msd", "ircadb", "totalsegmentator", "pairs", "phantom", UNLABELLED_KIND)
 OTHER_VALUES: tuple[str, ...] = ("error", "background")
 BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "dataset_specs"
 
@@ -46,7 +47,8 @@ class DatasetSpec:
 
     Attributes:
         name: dataset name, the prefix of its case names ("<name>/<case>").
-        kind: reader and checks: "lits", "msd", "ircadb", "totalsegmentator", "pairs" or "phantom".
+        kind: reader and checks: "lits", "msd", "ircadb", "totalsegmentator", "pairs", "phantom" or
+            "images" (CTs without labels: ``annotated`` all 0, no label fields).
         annotated: which of (liver, vessel, tumor) the dataset labels: the class weights w.
         root: the folder that image paths (and label paths, unless ``label_root``) are relative to.
         label_root: a separate folder for the labels (HepaticVessel liver masks live apart).
@@ -94,6 +96,8 @@ class DatasetSpec:
         _validate_common(self)
         if self.kind == "phantom":
             _validate_phantom(self)
+        elif self.is_unlabelled:
+            _validate_unlabelled(self)
         else:
             _validate_files(self)
             _validate_label_meaning(self)
@@ -101,6 +105,11 @@ class DatasetSpec:
     def __hash__(self) -> int:
         # value_map is a dict, so the generated hash would fail; equal specs share these fields.
         return hash((self.name, self.kind, str(self.root)))
+
+    @property
+    def is_unlabelled(self) -> bool:
+        """CTs without labels: they never feed the supervised loss, only the consistency term."""
+        return self.kind == UNLABELLED_KIND
 
     @classmethod
     def from_dict(cls, data: Any, source: str, base_dir: str | Path | None = None) -> DatasetSpec:
@@ -139,7 +148,7 @@ class DatasetSpec:
             "label_root": None if self.label_root is None else self.label_root.as_posix(),
             "image_pattern": self.image_pattern,
             "label_pattern": self.label_pattern,
-            "cases": {c.case_id: {"image": c.image, "label": c.label} for c in self.cases},
+            "cases": {c.case_id: c.to_dict() for c in self.cases},
             "exclude_cases": list(self.exclude_cases),
             "value_map": {value: list(keys) for value, keys in sorted(self.value_map.items())},
             "positive_is": list(self.positive_is),
@@ -201,7 +210,19 @@ def _validate_phantom(spec: DatasetSpec) -> None:
         raise ValueError(f"field {used[0]!r}: kind 'phantom' reads no files; remove {', '.join(used)}")
 
 
-def _validate_files(spec: DatasetSpec) -> None:
+def _validate_unlabelled(spec: DatasetSpec) -> None:
+    """Kind "images": CTs only, so no class is annotated and nothing describes a label."""
+    if any(spec.annotated):
+        raise ValueError(f"field 'annotated': kind {UNLABELLED_KIND!r} has no labels; annotated must be [0, 0, 0]")
+    label_fields = ("label_root", "label_pattern", "value_map", "positive_is", "structure_map", "second_labels",
+                    "resample_label_to_image")
+    used = [name for name in label_fields if getattr(spec, name)]
+    if used:
+        raise ValueError(f"field {used[0]!r}: kind {UNLABELLED_KIND!r} reads no labels; remove {', '.join(used)}")
+    _validate_files(spec, ("image_pattern",))
+
+
+def _validate_files(spec: DatasetSpec, patterns: tuple[str, ...] = ("image_pattern", "label_pattern")) -> None:
     if spec.phantom is not None:
         raise ValueError(f"field 'phantom': only for kind 'phantom', not {spec.kind!r}")
     if spec.root is None:
@@ -209,8 +230,13 @@ def _validate_files(spec: DatasetSpec) -> None:
     if spec.cases and (spec.image_pattern or spec.label_pattern):
         raise ValueError("field 'cases': give either explicit cases or image_pattern/label_pattern, not both")
     if not spec.cases:
-        for name in ("image_pattern", "label_pattern"):
+        for name in patterns:
             _validate_pattern(getattr(spec, name), name)
+    labelled = len(patterns) == 2
+    wrong = next((case for case in spec.cases if bool(case.label) != labelled), None)
+    if wrong is not None:
+        keys = "'image' and 'label'" if labelled else "'image' (no label)"
+        raise ValueError(f"field 'cases': case {wrong.case_id!r} of kind {spec.kind!r} needs exactly the key(s) {keys}")
     if spec.kind == "ircadb" and not spec.structure_map:
         raise ValueError("field 'structure_map': required for kind 'ircadb' (one mask folder per structure)")
 
