@@ -111,6 +111,20 @@ def _seconds(action) -> float:
     return time.perf_counter() - start
 
 
+def flops_per_window(model: Path) -> float:
+    """Network FLOPs of one window (multiply-add = 2), counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lvt.segment.model_file import load_model
+
+    network, manifest = load_model(model)
+    network.deep_supervision = False
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros(1, 1, *manifest.patch_size_zyx))
+    return float(counter.get_total_flops())
+
+
 # ------------------------------------------------------------------------------------- models and cases
 
 
@@ -176,25 +190,37 @@ def ircadb_case() -> Case:
 
 def phantom_case(slices: int = 600, seed: int = 7) -> Case:
     """A 512 x 512 x ``slices`` phantom, 0.75 mm in-plane, 1 mm slices, int16 HU as scanners write it."""
-    ct = SCRATCH / f"phantom_{slices}_seed{seed}_ct.nii.gz"
-    labels = SCRATCH / f"phantom_{slices}_seed{seed}_labels.nii.gz"
+    return _phantom(f"phantom (512x512x{slices})", f"phantom_{slices}_seed{seed}",
+                    seed, (0.75, 0.75, 1.0), (384.0, 384.0, float(slices)))
+
+
+def small_phantom_case(seed: int = 7) -> Case:
+    """A 120 x 100 x 96 phantom at 2 mm (the body cut by the field of view): 4 windows of a 96^3 patch."""
+    return _phantom("phantom (120x100x96, 2 mm)", f"phantom_small_seed{seed}", seed, (2.0, 2.0, 2.0),
+                    (240.0, 200.0, 192.0))
+
+
+def _phantom(name: str, stem: str, seed: int, spacing_mm: tuple[float, float, float],
+             field_of_view_mm: tuple[float, float, float]) -> Case:
+    """A phantom CT (int16 HU) and its labels, rendered once into scratch."""
+    ct, labels = SCRATCH / f"{stem}_ct.nii.gz", SCRATCH / f"{stem}_labels.nii.gz"
     if not (ct.is_file() and labels.is_file()):
         import numpy as np
 
         from lvt.io import write_image
         from lvt.phantom import PhantomConfig, make_phantom
 
-        phantom = make_phantom(PhantomConfig(seed=seed, spacing_mm=(0.75, 0.75, 1.0),
-                                             field_of_view_mm=(384.0, 384.0, float(slices))))
+        phantom = make_phantom(PhantomConfig(seed=seed, spacing_mm=spacing_mm, field_of_view_mm=field_of_view_mm))
         hu = np.clip(np.round(phantom.image.array), -1024, 3071).astype(np.int16)
         write_image(phantom.image.with_array(hu), ct)
         write_image(phantom.image.with_array(phantom.labels), labels)
-    return Case(f"phantom (512x512x{slices})", ct, labels)
+    return Case(name, ct, labels)
 
 
 def cases(names: list[str]) -> list[Case]:
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    makers = {"ircadb": ircadb_case, "phantom600": lambda: phantom_case(600), "phantom119": lambda: phantom_case(119)}
+    makers = {"ircadb": ircadb_case, "phantom600": lambda: phantom_case(600), "phantom119": lambda: phantom_case(119),
+              "phantom-small": small_phantom_case}
     unknown = set(names) - set(makers)
     if unknown:
         sys.exit(f"unknown case(s) {sorted(unknown)}: choose from {sorted(makers)}")
