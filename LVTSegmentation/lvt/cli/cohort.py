@@ -26,9 +26,16 @@ SHOWN_FAILURES = 3
 
 
 def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
+    from lvt.segment.compiled import BREAK_EVEN_CASES, COMPILE_CHOICES
+
     parser.add_argument("--workers", type=int, default=1,
                         help="cohort: cases segmented at once, each worker a process that loads the model once "
                              "(torch threads per worker: the cores shared out, or --threads)")
+    parser.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
+                        help="torch.compile the network once per process: auto compiles only in a cohort whose "
+                             f"processes segment at least {BREAK_EVEN_CASES} cases each and where a compiler works "
+                             "(one CT runs uncompiled unless 'on'); a failed compile runs uncompiled, with a warning "
+                             "(see docs/cohorts.md)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="cohort: segment only shard K of N (K from 0; every N-th case of the sorted list), "
                              "for Slurm arrays and the like (see docs/cohorts.md)")
@@ -47,18 +54,28 @@ def is_cohort_run(args: argparse.Namespace) -> bool:
     return cohort
 
 
-def run_cohort_command(args: argparse.Namespace) -> int:
-    """Find the cases (of this shard), segment those not complete yet, and sum up."""
-    from lvt.segment.cases import find_cohort, parse_shard, select_shard
-    from lvt.segment.cohort import CohortSettings, run_cohort
-    from lvt.segment.pipeline import SegmentOptions
+def check_cohort_arguments(args: argparse.Namespace) -> None:
+    """The options that a cohort refuses, found without the core."""
+    from lvt.segment.cases import parse_shard
 
     if args.series is not None:
         raise InputError(args.input, "--series chooses among the series of one DICOM folder, not of a cohort")
+    if args.shard is not None:
+        parse_shard(args.shard)
+
+
+def run_cohort_command(args: argparse.Namespace) -> int:
+    """Find the cases (of this shard; a cohort without any is refused before the core loads), segment those not
+    complete yet, and sum up."""
+    from lvt.segment.cases import find_cohort, parse_shard, select_shard
+
     shard = parse_shard(args.shard) if args.shard is not None else None
     cases = select_shard(find_cohort(args.input, args.output), shard)
+    from lvt.segment.cohort import CohortSettings, run_cohort
+    from lvt.segment.pipeline import SegmentOptions
+
     settings = CohortSettings(args.output, SegmentOptions.from_args(args), workers=args.workers,
-                              threads=args.threads, shard=shard, strict=bool(args.strict))
+                              threads=args.threads, shard=shard, strict=bool(args.strict), compile=args.compile)
     with cancel_on_signals() as cancel, _case_display(args.progress, len(cases)) as on_case:
         outcome = run_cohort(cases, settings, on_case=on_case, cancel=cancel)
     return _finish(args, outcome)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lvt.cli.checks import all_existing, new_output
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import EXIT_FAILURE, add_common_arguments, report_done, report_failure
 from lvt.errors import InputError
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-ct-correlation", type=float, default=defaults.min_ct_correlation,
                         help="least correlation of the CT inside the aligned livers (when both studies have CT)")
     add_common_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    all_existing(args.inputs)
+    new_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lvt.cli.checks import new_output
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, report_done
 
@@ -16,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("lvt-demo"), help="output folder")
     parser.add_argument("--seed", type=int, default=7, help="phantom seed")
     add_common_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    new_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

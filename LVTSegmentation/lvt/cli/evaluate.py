@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lvt.cli.checks import all_existing, existing
 from lvt.cli.main import EXIT_BAD_INPUT, report_failure
 from lvt.errors import InputError
 
@@ -65,31 +66,44 @@ def _log_progress(event: object) -> None:
     logger.info("%s", getattr(event, "message", event))
 
 
+def check(args: argparse.Namespace) -> None:
+    """One way of running, with what it needs, and every path given existing; the tolerances last (numpy)."""
+    if sum(bool(x) for x in (args.compare, args.runs, args.pred or args.truth)) > 1:
+        raise InputError(None, "give one of --pred/--truth, --compare A.csv B.csv or --runs EVAL ...")
+    if not (args.runs or args.compare) and (not args.pred or args.truth is None or args.output is None):
+        raise InputError(None, "lvt evaluate needs --pred, --truth and -o (or --compare A.csv B.csv, or --runs)")
+    for paths in (args.pred, args.compare, args.runs):
+        all_existing(paths)
+    existing(args.truth)
+    parse_tolerances(args.tolerance_mm)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``lvt evaluate`` from parsed arguments; print the summary table.
 
     Returns:
-        0 on success, 2 for bad input (one ``lvt: error:`` line naming file and problem on stderr).
+        0 on success, 2 for bad input (one ``lvt: error:`` line naming file and problem on stderr), also
+        when called without :func:`lvt.cli.main.run` (which ran :func:`check` already: a few ``stat`` calls).
     """
+    try:
+        check(args)
+        return _evaluate(args)
+    except InputError as error:
+        return report_failure(args, str(error), EXIT_BAD_INPUT)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from lvt.evaluate.paired import compare_per_case_files
     from lvt.evaluate.run import evaluate_folder
     from lvt.evaluate.runs import summarize_run_folders
 
-    try:
-        if sum(bool(x) for x in (args.compare, args.runs, args.pred or args.truth)) > 1:
-            raise InputError(None, "give one of --pred/--truth, --compare A.csv B.csv or --runs EVAL ...")
-        if args.runs:
-            sys.stdout.write(summarize_run_folders(args.runs, args.output, args.overwrite))
-            return 0
-        if args.compare is not None:
-            a_csv, b_csv = args.compare
-            sys.stdout.write(compare_per_case_files(a_csv, b_csv, args.output, args.overwrite))
-            return 0
-        if not args.pred or args.truth is None or args.output is None:
-            raise InputError(None, "lvt evaluate needs --pred, --truth and -o (or --compare A.csv B.csv, or --runs)")
-        tolerances = parse_tolerances(args.tolerance_mm)
-        result = evaluate_folder(args.pred, args.truth, args.output, tolerances, args.overwrite, _log_progress)
+    if args.runs:
+        sys.stdout.write(summarize_run_folders(args.runs, args.output, args.overwrite))
+    elif args.compare is not None:
+        a_csv, b_csv = args.compare
+        sys.stdout.write(compare_per_case_files(a_csv, b_csv, args.output, args.overwrite))
+    else:
+        result = evaluate_folder(args.pred, args.truth, args.output, parse_tolerances(args.tolerance_mm),
+                                 args.overwrite, _log_progress)
         sys.stdout.write(result.markdown)
-        return 0
-    except InputError as error:
-        return report_failure(args, str(error), EXIT_BAD_INPUT)
+    return 0

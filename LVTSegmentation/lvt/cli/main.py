@@ -1,8 +1,10 @@
 """The ``lvt`` command: the command table, the options every command shares, exit codes and error messages.
 
-Each command lives in its own small module (``lvt.cli.<command>``) with ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> exit code``; this module imports them by name, and they import the core only when they
-run, so ``lvt --help`` and option errors never load torch.
+Each command lives in its own small module (``lvt.cli.<command>``) with ``HELP``, ``add_arguments(parser)``,
+``run(args) -> exit code`` and, where it has any, ``check(args)``: the checks of its arguments and input
+paths that need no numpy or torch (:mod:`lvt.cli.checks`), run before the core is imported. This module
+imports the commands by name, and they import the core only when they run, so ``lvt --help`` and most
+bad-input errors answer at once.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad input (the message names the file; a broken or foreign
 model file is bad input too), 130 cancelled.
@@ -19,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from lvt import __version__
+from lvt.cli.checks import common_options
 from lvt.cli.console import close_progress_bars
 from lvt.errors import CancelledError, InputError, LVTError, ModelFileError
 
@@ -82,7 +85,7 @@ def build_parser(with_options: Collection[str] = tuple(COMMANDS)) -> argparse.Ar
                                         formatter_class=HelpFormatter)
         if command in with_options:
             module.add_arguments(command_parser)
-        command_parser.set_defaults(handler=module.run)
+        command_parser.set_defaults(handler=module.run, check=getattr(module, "check", None))
     return parser
 
 
@@ -143,9 +146,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(with_options=_requested_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    _set_threads(getattr(args, "threads", None))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        common_options(args)
+        if args.check is not None:
+            args.check(args)
+        _set_threads(getattr(args, "threads", None))
         return handler(args)
     except (InputError, ModelFileError) as error:
         return report_failure(args, str(error), EXIT_BAD_INPUT)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lvt.cli.checks import image_path, new_output
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
 from lvt.errors import InputError
@@ -60,6 +61,14 @@ def parse_value_map(text: str | None) -> ValueMap | None:
     if any(not 0 <= target <= NUM_CLASSES for target in values.values()):
         raise InputError(None, f"{usage}; the LVT labels are 0..{NUM_CLASSES}")
     return ValueMap({0: 0, **values}, others_background=bool(others))
+
+
+def check(args: argparse.Namespace) -> None:
+    """The input files and the output folder without the core; the value map last (it needs numpy)."""
+    for path in (args.segmentation, args.ct, args.resection):
+        image_path(path)
+    new_output(args.output, args.overwrite)
+    parse_value_map(args.value_map)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lvt.cli.cohort import add_cohort_arguments, is_cohort_run, run_cohort_command
+from lvt.cli.checks import image_path, new_output
+from lvt.cli.cohort import add_cohort_arguments, check_cohort_arguments, is_cohort_run, run_cohort_command
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
+from lvt.segment.cases import is_cohort
 
 HELP = "segment liver, vessels and tumors in a CT"
 
@@ -37,11 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cohort_arguments(parser)
 
 
+def check(args: argparse.Namespace) -> None:
+    """What is wrong with the arguments, found without the core: for one CT, its path and the output folder."""
+    if is_cohort_run(args):
+        check_cohort_arguments(args)
+    else:
+        image_path(args.input)
+        new_output(args.output, args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
+    if is_cohort(args.input, args.series, args.output):
+        return run_cohort_command(args)
     from lvt.segment.pipeline import SegmentOptions, segment_file
 
-    if is_cohort_run(args):
-        return run_cohort_command(args)
     options = SegmentOptions.from_args(args)
     with cancel_on_signals() as cancel:
         document = segment_file(args.input, args.output, options, progress=make_progress(args.progress),

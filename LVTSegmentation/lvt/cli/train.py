@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from lvt.cli.checks import all_existing, existing
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import EXIT_OK, add_progress_arguments
 from lvt.errors import InputError
@@ -32,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip-bad-cases", action="store_true", help="leave unreadable/inconsistent cases out")
     add_progress_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    """The config (or the ensemble's models) must exist; the config's contents are checked by the core."""
+    existing(args.config)
+    all_existing(args.ensemble)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lvt.cli.checks import all_existing, new_output
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, report_done
 
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-percent", type=float, default=DEFAULT_THRESHOLD_PERCENT,
                         help="flag a phase whose liver volume deviates more than this from the mean")
     add_common_arguments(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    all_existing(args.inputs)
+    new_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -112,7 +112,7 @@ def holds_dicom(folder: Path) -> bool:
 
 
 def _dicom_files_in(folder: Path) -> bool:
-    return any(_is_dicom_file(child) for child in _files(folder) if _ct_file_name(child) is None)
+    return any(is_dicom_file(child) for child in _files(folder) if _ct_file_name(child) is None)
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -127,7 +127,8 @@ def _files(folder: Path) -> Iterator[Path]:
                 yield Path(entry.path)
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
+    """A file with the ``.dcm`` suffix or the ``DICM`` preamble (read without numpy: ``lvt`` checks inputs with it)."""
     if path.suffix.lower() == ".dcm":
         return True
     try:

@@ -4,7 +4,8 @@ A case is complete when its folder holds every file its run wrote and ``lvt-case
 written (atomically) last, which lists those files and names the input; a complete case is skipped,
 anything else is redone (``--overwrite`` redoes all). A failed case does not stop the others. The
 manifest (:mod:`lvt.segment.cohort_manifest`) is rewritten after every case. Each process loads the
-model once, before its first case that needs it. No scheduler here: ``--shard K/N`` lets any
+model once, before its first case that needs it, and compiles it when it will segment enough cases
+for that to pay (:mod:`lvt.segment.compiled`). No scheduler here: ``--shard K/N`` lets any
 scheduler (Slurm arrays, Kubernetes indexed jobs, GNU parallel) spread a cohort over machines.
 """
 
@@ -28,6 +29,7 @@ from lvt.atomic import lock_beside, remove_leftovers, write_text_atomically
 from lvt.errors import CancelledError, InputError, LVTError, ModelFileError
 from lvt.segment.cases import CohortCase, Shard
 from lvt.segment.cohort_manifest import CaseResult, ManifestWriter, manifest_path, now_text, one_line
+from lvt.segment.compiled import CompileChoice, compile_pays, toolchain_available
 from lvt.segment.pipeline import SegmentOptions, load_predictor, segment_file
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class CohortSettings:
     threads: int | None = None  # torch threads per process; None: the cores shared out among the workers
     shard: Shard | None = None
     strict: bool = False  # a report in doubt (see lvt.measure.reliability) fails its case
+    compile: CompileChoice = "auto"  # torch.compile per process: auto when it pays (lvt.segment.compiled)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def run_cohort(cases: list[CohortCase], settings: CohortSettings, *, on_case: Ca
         raise InputError(root, f"cannot create the output folder ({error.strerror or error})") from error
     path = manifest_path(root, settings.shard)
     with _cohort_lock(path, settings.shard):
-        writer = ManifestWriter(path, cases, settings.shard, _options_summary(settings.options))
+        writer = ManifestWriter(path, cases, settings.shard, _options_summary(settings))
         todo = []
         skip = _finisher(writer, len(cases), on_case, write=False)
         for case in cases:
@@ -210,9 +213,21 @@ def _write_marker(case: CohortCase, seconds: float) -> None:
     write_text_atomically(case.output / MARKER_NAME, json.dumps(marker, indent=2) + "\n")
 
 
-def _options_summary(options: SegmentOptions) -> dict:
+def _options_summary(settings: CohortSettings) -> dict:
+    options = settings.options
     return {"model": str(options.model_path) if options.model_path else "bundled", "device": options.device,
-            "tta": options.use_tta, "overwrite": options.overwrite}
+            "tta": options.use_tta, "overwrite": options.overwrite, "compile": settings.compile}
+
+
+def load_for_process(settings: CohortSettings, cases: int) -> Loaded:
+    """The model for a process that will segment ``cases`` cases, compiled as ``settings.compile`` decides."""
+    from lvt.segment.device import resolve_device
+
+    use_compile = settings.compile == "on"
+    if settings.compile == "auto":
+        use_compile = compile_pays(cases, toolchain_available(resolve_device(settings.options.device)[0]))
+    logger.info("%s cases in this process: the network runs %s", cases, "compiled" if use_compile else "uncompiled")
+    return load_predictor(replace(settings.options, use_compile=use_compile))
 
 
 # ------------------------------------------------------------------------------------------- one process
@@ -225,7 +240,7 @@ def _run_serial(todo: list[CohortCase], settings: CohortSettings, finish: Callab
     for case in todo:
         if cancel is not None and cancel.is_set():
             return True
-        loaded = loaded or load_predictor(settings.options)
+        loaded = loaded or load_for_process(settings, len(todo))
         result = segment_case(case, settings.options, loaded, strict=settings.strict, cancel=cancel)
         finish(result)
         if result.status == "pending":
@@ -249,7 +264,7 @@ def _run_parallel(todo: list[CohortCase], settings: CohortSettings, finish: Call
     stop = context.Event()
     workers = min(settings.workers, len(todo))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(settings, workers, stop)) as pool:
+                             initargs=(settings, workers, len(todo) // workers, stop)) as pool:
         futures = {pool.submit(_worker_case, case): case for case in todo}
         try:
             return _collect(futures, finish, cancel, stop)
@@ -286,10 +301,11 @@ def _future_result(future: Future, case: CohortCase) -> CaseResult:
         return CaseResult.of(case, "failed", error="its worker process died (killed, or out of memory?)")
 
 
-def _start_worker(settings: CohortSettings, workers: int, stop: Any) -> None:
+def _start_worker(settings: CohortSettings, workers: int, cases: int, stop: Any) -> None:
+    """A worker's settings; ``cases``: the fewest cases it will segment (its share of the cohort)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _WORKER.update(settings=settings, workers=workers, stop=stop)
+    _WORKER.update(settings=settings, workers=workers, cases=cases, stop=stop)
 
 
 def _worker_case(case: CohortCase) -> CaseResult:
@@ -301,5 +317,5 @@ def _worker_case(case: CohortCase) -> CaseResult:
         from lvt.segment.device import available_cpu_cores
 
         torch.set_num_threads(settings.threads or max(1, available_cpu_cores() // _WORKER["workers"]))
-        _WORKER["loaded"] = load_predictor(settings.options)
+        _WORKER["loaded"] = load_for_process(settings, _WORKER["cases"])
     return segment_case(case, settings.options, _WORKER["loaded"], strict=settings.strict, cancel=_WORKER["stop"])

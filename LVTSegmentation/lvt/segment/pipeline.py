@@ -132,6 +132,7 @@ class SegmentOptions:
     write_surfaces: bool = True
     write_dicom: bool = True  # a DICOM input also gets segmentation.dcm (lvt.io.dicom_outputs)
     write_dicom_sr: bool = False
+    use_compile: bool = False  # torch.compile the network (lvt.segment.compiled; pays only over many cases)
 
     @classmethod
     def from_args(cls, args: object) -> SegmentOptions:
@@ -145,6 +146,7 @@ class SegmentOptions:
             fill_nonfinite=bool(get("fill_nonfinite", False)), full_window=bool(get("full_window", False)),
             write_surfaces=not get("no_surfaces", False),
             write_dicom=not get("no_dicom", False), write_dicom_sr=bool(get("dicom_sr", False)),
+            use_compile=get("compile") == "on",
         )
 
 
@@ -165,7 +167,8 @@ def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = 
     if message:
         report(progress, "read", 0, 1, message)
     path = options.model_path or bundled_model_path()
-    sliding = SlidingWindowConfig(use_tta=options.use_tta, liver_box=not options.full_window)
+    sliding = SlidingWindowConfig(use_tta=options.use_tta, liver_box=not options.full_window,
+                                  use_compile=options.use_compile)
     return Predictor.from_file(path, str(device), sliding), [message] if message else []
 
 

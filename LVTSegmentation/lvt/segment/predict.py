@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ import torch
 
 from lvt.image import AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
+from lvt.segment.compiled import CompiledNetwork
 from lvt.segment.device import autocast, resolve_device, retained_heap
 from lvt.segment.localize import LOCALIZE_ZOOM, Box, body_box, cuts_liver, downsample, liver_box, pad_to_patch, shift
 from lvt.segment.model_file import ModelManifest, load_models
@@ -60,7 +61,7 @@ class SlidingWindowConfig:
         use_channels_last: run the network in channels-last 3D memory format (helps tensor cores on
             GPUs; measured slower on AVX2 CPUs).
         use_compile: ``torch.compile`` the network (pays only when many windows amortise the
-            compilation; needs a working compiler toolchain).
+            compilation; a failed compile runs eager: :mod:`lvt.segment.compiled`).
         liver_box: place the windows over the liver box that a first pass at twice the spacing
             finds (:mod:`lvt.segment.localize`); the full sliding window when that pass finds no
             liver, the box saves no window or cut the liver (``WindowStats.mode`` says which).
@@ -209,8 +210,8 @@ class Predictor:
             network.deep_supervision = False
             if self.config.use_channels_last:
                 network.to(memory_format=torch.channels_last_3d)
-        self._compiled: list[Callable[[torch.Tensor], torch.Tensor]] | None = (
-            [torch.compile(n, dynamic=False) for n in self.networks] if self.config.use_compile else None)
+        batch = self.config.batch_size_for(device)
+        self._compiled = [CompiledNetwork(n, batch) for n in self.networks] if self.config.use_compile else None
 
     @property
     def network(self) -> UNet:
@@ -396,12 +397,7 @@ class Predictor:
         inputs = inputs.contiguous(memory_format=self._memory_format)
         if self._compiled is None or device != self.device:
             return self.networks[member](inputs)
-        compiled, batch = self._compiled[member], self.config.batch_size_for(device)
-        if inputs.shape[0] == batch:
-            return compiled(inputs)
-        # A short last batch is filled up to the compiled shape rather than triggering a recompilation.
-        filler = inputs[-1:].expand(batch - inputs.shape[0], *inputs.shape[1:])
-        return compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
+        return self._compiled[member](inputs)
 
     def _forward_with_tta(self, member: int, inputs: torch.Tensor, device: torch.device,
                           use_tta: bool) -> torch.Tensor:

@@ -170,9 +170,11 @@ def test_ctrl_c_stops_the_workers_cleanly(first_run: FirstRun, tmp_path: Path) -
 
 def test_a_model_that_cannot_load_stops_the_cohort_with_exit_2(first_run: FirstRun, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    code = run(_cohort_args(first_run.inputs, tmp_path / "out", tmp_path / "missing.json"))
+    broken = tmp_path / "broken.json"  # there, but no model (a missing one is refused before any case is listed)
+    broken.write_text("{")
+    code = run(_cohort_args(first_run.inputs, tmp_path / "out", broken))
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("lvt: error: ") and "missing.json" in err
+    assert code == 2 and err.startswith("lvt: error: ") and "broken.json" in err
     assert {entry["status"] for entry in _manifest(tmp_path / "out" / "cohort.json").values()} == {"pending"}
 
 
