@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import locale
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,3 +68,13 @@ def tiny_trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }, folder, source="tiny model fixture")
     torch.manual_seed(0)
     return run_training(config, device="cpu").final_model
+
+
+@pytest.fixture(autouse=True)
+def environment_locale() -> None:
+    """Every test starts in the environment's character locale, as every ``lvt`` process does.
+
+    slicer-core's DICOM libraries switch the whole test process to the C locale when they load; files opened
+    without an encoding (torch.compile's templates among them) would then be read as ASCII.
+    """
+    locale.setlocale(locale.LC_CTYPE, "")

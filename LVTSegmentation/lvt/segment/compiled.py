@@ -62,7 +62,12 @@ class CompiledNetwork:
         import torch  # here, not at the top: the ``lvt`` parser reads COMPILE_CHOICES without torch
 
         self.network, self.batch = network, batch
-        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(network, dynamic=False)
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        try:  # setting up can fail too (e.g. inductor reads its templates in the C locale's ASCII)
+            self._compiled = torch.compile(network, dynamic=False)
+        except Exception as error:
+            _warn_uncompiled(error)
+
 
     @property
     def compiled(self) -> bool:
@@ -78,8 +83,7 @@ class CompiledNetwork:
             except OutOfMemoryError:
                 raise  # not the compiler's fault: the caller moves to the CPU
             except Exception as error:  # inductor's failures share no type; eager gives the same labels
-                logger.warning("torch.compile failed, the network runs uncompiled: %s",
-                               one_line(f"{type(error).__name__}: {error}"))
+                _warn_uncompiled(error)
                 self._compiled = None
         return self.network(inputs)
 
@@ -91,3 +95,8 @@ class CompiledNetwork:
             return compiled(inputs)
         filler = inputs[-1:].expand(self.batch - inputs.shape[0], *inputs.shape[1:])
         return compiled(torch.cat((inputs, filler)))[: inputs.shape[0]]
+
+
+def _warn_uncompiled(error: Exception) -> None:
+    logger.warning("torch.compile failed, the network runs uncompiled: %s",
+                   one_line(f"{type(error).__name__}: {error}"))
