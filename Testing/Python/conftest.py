@@ -78,3 +78,15 @@ def environment_locale() -> None:
     without an encoding (torch.compile's templates among them) would then be read as ASCII.
     """
     locale.setlocale(locale.LC_CTYPE, "")
+
+
+@pytest.fixture
+def one_torch_thread() -> object:
+    """One torch thread for the test, then the thread count it had: tiny networks on a shared 2-core machine run
+    about 10x slower with two."""
+    import torch  # here: most tests never load torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from lvt.cli.checks import image_path, new_output
 from lvt.cli.cohort import add_cohort_arguments, check_cohort_arguments, is_cohort_run, run_cohort_command
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
-from lvt.segment.cases import is_cohort
 
 HELP = "segment liver, vessels and tumors in a CT"
 
@@ -49,7 +48,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if is_cohort(args.input, args.series, args.output):
+    if is_cohort_run(args):
         return run_cohort_command(args)
     from lvt.segment.pipeline import SegmentOptions, segment_file
 

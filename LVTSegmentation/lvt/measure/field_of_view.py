@@ -50,7 +50,7 @@ def field_of_view_cut_sides(ct: Image, labels: Image) -> tuple[str, ...]:
     contact = liver & ndimage.binary_dilation(ct.array[box] <= padding + 0.5)
     if not contact.any():
         return ()
-    towards_kji = np.argwhere(contact).mean(axis=0) - np.argwhere(liver).mean(axis=0)
+    towards_kji = np.subtract(ndimage.center_of_mass(contact), ndimage.center_of_mass(liver))
     towards_lps = ct.direction @ (towards_kji[::-1] * np.asarray(ct.spacing_mm))
     axis = int(np.argmax(np.abs(towards_lps)))
     return (PATIENT_SIDES_LPS[axis][int(towards_lps[axis] > 0)],)

@@ -22,12 +22,7 @@ from lvt.segment.predict import Predictor, SlidingWindowConfig, compute_window_s
 LIVER_BOX = SlidingWindowConfig(liver_box=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ from lvt.segment.window import Window, apply_window
 PATCH = (16, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """One torch thread: tiny networks on a shared 2-core machine run ~10x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

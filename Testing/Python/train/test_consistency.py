@@ -103,8 +103,8 @@ def _history(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_a_tiny_run_logs_a_finite_positive_term_with_its_ramped_weight(tmp_path: Path, unlabelled_ct: Path) -> None:
-    torch.set_num_threads(1)
     config = _config(tmp_path, unlabelled_ct, steps=3)
     run_training(config, device="cpu")
     history = _history(config.output_dir)
@@ -115,9 +115,9 @@ def test_a_tiny_run_logs_a_finite_positive_term_with_its_ramped_weight(tmp_path:
     assert manifest["training"]["config"]["consistency"]["weight"] == 1  # the shipped model is the student
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_with_weight_zero_the_student_is_the_run_without_the_term(tmp_path: Path, unlabelled_ct: Path) -> None:
     """The unlabelled patches share the student's forward pass, so this shows the term is exactly the only change."""
-    torch.set_num_threads(1)
     with_term = training_config_from_dict(
         _config_dict(tmp_path / "zero", unlabelled_ct, consistency={"weight": 0.0, "ema_decay": 0.9}), tmp_path, "t")
     without = _config(tmp_path / "none", None)
@@ -136,8 +136,8 @@ def _teacher(run: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith("teacher.")}
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_resume_restores_the_teacher_bit_exactly(tmp_path: Path, unlabelled_ct: Path) -> None:
-    torch.set_num_threads(1)
     config = _config(tmp_path / "saved", unlabelled_ct, steps=6, checkpoint_every=3)
     cases = prepare_run_cases(config, skip_bad_cases=False)
     trainer = Trainer(config, cases.training, torch.device("cpu"), DistributedRun(), None, cases.unlabelled)
