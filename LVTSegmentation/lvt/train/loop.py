@@ -23,14 +23,11 @@ from safetensors.torch import load_file
 
 from lvt.atomic import atomic_folder, write_text_atomically
 from lvt.errors import CancelledError, InputError
-from lvt.evaluate.metrics import dice_score
-from lvt.labels import CLASS_KEYS, exclusive_labels, masks_from_labels
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.model_file import ModelManifest, load_model, save_model, save_tensors
 from lvt.segment.network import UNet, build_network
 from lvt.segment.network_config import TARGET_OF_LOSS
-from lvt.segment.postprocess import decode_masks
-from lvt.segment.predict import Predictor, SlidingWindowConfig
+from lvt.segment.predict import Predictor
 from lvt.train.augment import apply_augment, context_size, draw_augment_params
 from lvt.train.config import TrainingConfig
 from lvt.train.consistency import MeanTeacher
@@ -39,6 +36,7 @@ from lvt.train.data.prepare import dataset_weights, prepare_run_cases
 from lvt.train.distributed import DistributedRun, init_distributed, prepare_for_ddp
 from lvt.train.losses import lvt_loss
 from lvt.train.sampling import PatchSampler
+from lvt.train.validation import VALIDATION_WINDOWS, score_cases
 
 logger = logging.getLogger(__name__)
 
@@ -225,23 +223,14 @@ def find_resume_point(output_dir: Path) -> Path | None:
 
 
 def validate(network: UNet, config: TrainingConfig, cases: list[CachedCase], device: torch.device) -> dict:
-    """Dice per annotated class on held-out cases, by the same sliding window and decoding as inference."""
+    """:func:`lvt.train.validation.score_cases` of the network being trained (its config: patch, window, target)."""
     network.deep_supervision = False
-    predictor = Predictor(network, model_manifest(config), device, SlidingWindowConfig(windows_per_batch=2))
-    scores: dict[str, list[float]] = {key: [] for key in CLASS_KEYS}
     try:
-        for case in cases:
-            probabilities, _ = predictor.predict_probabilities(np.asarray(case.image, dtype=np.float32))
-            predicted = masks_from_labels(exclusive_labels(decode_masks(probabilities, predictor.manifest.target)))
-            truth = case.masks()
-            for k, key in enumerate(CLASS_KEYS):
-                if case.annotated[k]:
-                    scores[key].append(dice_score(predicted[k], truth[k]))
+        return score_cases(Predictor(network, model_manifest(config), device, VALIDATION_WINDOWS), cases,
+                           config.spacing_mm)
     finally:
         network.deep_supervision = True
         network.train()
-    dice = {key: float(np.mean(v)) for key, v in scores.items() if v}
-    return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
 
 
 def _log_line(path: Path, record: dict) -> None:

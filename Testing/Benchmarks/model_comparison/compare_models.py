@@ -4,10 +4,11 @@
         --candidate /work/runs/lvt_default_2/best.json --config LVTTraining/configs/lvt_default_2.yaml [--device cpu]
 
 Case by case the two models run back to back, in alternating order (the machine is noisy): the config's validation
-cases by the training code's cache and ``validate``; ircadb01_17 by Testing/Benchmarks/real_case's ``evaluate``;
-``lvt segment`` on the TCIA CTs (HCC_009's two phases among them). Writes RESULTS.md and results.json beside this
-script and two pictures into Resources/Models, or all into --output. ``--quick`` (a smoke test, --output needed):
-validation phantoms and the HCC_009 pair only, no ircadb01_17, no verdict. Evaluation only: nothing here trains.
+cases by the training code's cache and scores (``lvt.train.validation``: Dice and lesions); ircadb01_17 by
+Testing/Benchmarks/real_case's ``evaluate``; ``lvt segment`` on the TCIA CTs (HCC_009's two phases among them).
+Writes RESULTS.md and results.json beside this script and two pictures into Resources/Models, or all into --output.
+``--quick`` (a smoke test, --output needed): validation phantoms and the HCC_009 pair only, no ircadb01_17, no
+verdict. Evaluation only: nothing here trains. Either model may be an ensemble (``lvt train --ensemble``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,12 +39,11 @@ from lvt.image import AIR_HU, Image
 from lvt.io.read import read_image, read_label_image
 from lvt.labels import CLASS_KEYS
 from lvt.measure import views
-from lvt.segment.device import resolve_device
-from lvt.segment.model_file import ModelManifest, load_model, read_manifest
-from lvt.segment.network_config import TARGET_OF_LOSS
+from lvt.segment.model_file import ModelManifest, read_manifest
+from lvt.segment.predict import Predictor
 from lvt.train.config import TrainingConfig, load_training_config
 from lvt.train.data.prepare import prepare_cases
-from lvt.train.loop import validate
+from lvt.train.validation import VALIDATION_WINDOWS, score_case, summarize
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -91,37 +91,29 @@ def in_turn(models: tuple[Model, Model], index: int) -> tuple[Model, Model]:
     return models if index % 2 == 0 else (models[1], models[0])
 
 
-def inference_config(config: TrainingConfig, manifest: ModelManifest) -> TrainingConfig:
-    """The config with this model's inference settings (``validate`` reads patch size, window and target from it)."""
+def check_spacing(config: TrainingConfig, manifest: ModelManifest) -> None:
+    """The validation cache lies on the config's grid: a model trained on another grid cannot be scored on it."""
     if tuple(manifest.spacing_mm) != tuple(config.spacing_mm):
         raise InputError(config.source or "config", f"spacing {config.spacing_mm} is not the model's "
                                                     f"{manifest.spacing_mm}: its validation cache does not fit")
-    loss = config.loss if TARGET_OF_LOSS[config.loss] == manifest.target else next(
-        name for name, target in TARGET_OF_LOSS.items() if target == manifest.target)
-    return replace(config, patch_size_zyx=manifest.patch_size_zyx, window=manifest.window, network=manifest.network,
-                   loss=loss)
 
 
-def validation_dice(models: tuple[Model, Model], config: TrainingConfig, device: str, quick: bool) -> dict:
-    """Dice per class and their mean per model, over the config's validation cases (phantoms only when quick)."""
+def validation_scores(models: tuple[Model, Model], config: TrainingConfig, device: str, quick: bool) -> dict:
+    """Per model over the config's validation cases (phantoms only when quick): Dice per class, their mean and the
+    pooled lesion counts (:mod:`lvt.train.validation`), each model with its own manifest's patch, window and target,
+    an ensemble with all its members."""
+    for model in models:
+        check_spacing(config, model.manifest)
     entries = tuple(e for e in config.validation if not quick or e.spec.kind == "phantom")
     cases, _ = prepare_cases(entries, config, skip_bad_cases=False)
-    torch_device = resolve_device(device)[0]
-    networks = {m.role: load_model(m.path, torch_device)[0] for m in models}
-    settings = {m.role: inference_config(config, m.manifest) for m in models}
-    scores: dict[str, dict[str, list[float]]] = {m.role: {key: [] for key in CLASS_KEYS} for m in models}
+    predictors = {m.role: Predictor.from_file(m.path, device, VALIDATION_WINDOWS) for m in models}
+    scored: dict[str, list] = {m.role: [] for m in models}
     for index, case in enumerate(cases):
         for model in in_turn(models, index):
-            dice = validate(networks[model.role], settings[model.role], [case], torch_device)["dice"]
-            for key, value in dice.items():
-                scores[model.role][key].append(value)
+            scored[model.role].append(score_case(predictors[model.role], case, config.spacing_mm))
     grid = " x ".join(f"{s:g}" for s in config.spacing_mm) + " mm"
-    result: dict = {"cases": [case.name for case in cases], "grid": grid}
-    for role, per_class in scores.items():
-        dice = {key: float(np.mean(values)) for key, values in per_class.items() if values}
-        result[role] = {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))),
-                        "cases_per_class": {key: len(values) for key, values in per_class.items()}}
-    return result
+    return {"cases": [case.name for case in cases], "grid": grid,
+            **{role: summarize(per_case) for role, per_case in scored.items()}}
 
 
 def ircadb_scores(per_case_csv: str) -> dict:
@@ -251,7 +243,11 @@ class Line:
 def _validation_lines(validation: dict) -> list[Line]:
     base, cand = validation["baseline"], validation["candidate"]
     lines = [Line(f"validation Dice {key}", base["dice"][key], cand["dice"][key]) for key in base["dice"]]
-    return [*lines, Line("validation mean Dice", base["mean_dice"], cand["mean_dice"], "candidate > baseline")]
+    lines.append(Line("validation mean Dice", base["mean_dice"], cand["mean_dice"], "candidate > baseline"))
+    if "lesions" not in base:
+        return lines
+    return [*lines, *(Line(f"validation lesions {key}", base["lesions"][key], cand["lesions"][key])
+                      for key in ("true", "detected", "false", "sensitivity", "precision", "f1"))]
 
 
 def _ircadb_lines(irc: dict) -> list[Line]:
@@ -317,8 +313,8 @@ def write_results(results: dict, folder: Path) -> None:
         "training grid\n\n"
         f"| metric | baseline | candidate | target |\n|---|---|---|---|\n{table}\n\n"
         f"**ships: {ships}** (rule: {RULE})\n\n"
-        "✓/✗: the value meets issue 10's target or not. Not measured: lesion sensitivity and precision on the "
-        "validation set (`validate` does not return its prediction; scoring them would predict each case twice). "
+        "✓/✗: the value meets issue 10's target or not. Validation lesions: pooled over the tumor-annotated "
+        "validation cases, counted on the cleaned-up labels a user sees (more than 10 % overlap on both sides). "
         "HCC_009 has no labels: whether the large left-lobe HCC is the largest lesion in both phases is read from "
         f"the picture.\n\n![HCC_009 phases]({os.path.relpath(results['pictures']['hcc_009']['path'], folder)})\n\n"
         f"![TCIA montage]({os.path.relpath(results['pictures']['tcia']['path'], folder)})\n"))
@@ -359,7 +355,7 @@ def run(args: argparse.Namespace) -> None:
     check_inputs(config, cts, args.quick)
     models = (open_model("baseline", args.baseline), open_model("candidate", args.candidate))
     load_start = os.getloadavg()
-    results: dict = {"validation": validation_dice(models, config, args.device, args.quick)}
+    results: dict = {"validation": validation_scores(models, config, args.device, args.quick)}
     with tempfile.TemporaryDirectory(prefix="lvt-compare-") as work:
         if not args.quick:
             results["ircadb01_17"] = ircadb(models, args.device, Path(work) / "ircadb")

@@ -43,13 +43,22 @@ def test_ircadb_scores_count_missed_and_false_positive_lesions() -> None:
     assert scores["mean_dice"] == pytest.approx(np.mean([float(rows[k][4]) for k in ("liver", "vessel", "tumor")]))
 
 
-def test_each_model_is_validated_with_its_own_patch_size_and_window(tmp_path: Path) -> None:
+def test_a_model_from_another_grid_is_refused_before_validation(tmp_path: Path) -> None:
     manifest, _ = read_manifest(bundled_model_path())
-    config = compare.inference_config(_config(tmp_path), manifest)
-    assert config.patch_size_zyx == manifest.patch_size_zyx != (64, 64, 64)
-    assert config.window == manifest.window
+    compare.check_spacing(_config(tmp_path), manifest)  # the bundled model's 2 mm grid
     with pytest.raises(InputError, match="spacing"):
-        compare.inference_config(_config(tmp_path, spacing=3.0), manifest)
+        compare.check_spacing(_config(tmp_path, spacing=3.0), manifest)
+
+
+def test_validation_lesion_lines_appear_when_both_models_were_scored_on_lesions() -> None:
+    lesions = {"true": 4, "detected": 3, "false": 2, "sensitivity": 0.75, "precision": 0.6, "f1": 2 / 3}
+    side = {"dice": {"liver": 0.9}, "mean_dice": 0.9}
+    without = compare._validation_lines({"baseline": side, "candidate": side})
+    with_lesions = compare._validation_lines({"baseline": {**side, "lesions": lesions},
+                                              "candidate": {**side, "lesions": {**lesions, "false": 7}}})
+    assert [line.metric for line in with_lesions[:len(without)]] == [line.metric for line in without]
+    false_line = next(line for line in with_lesions if line.metric == "validation lesions false")
+    assert (false_line.baseline, false_line.candidate) == (2, 7)
 
 
 def test_models_take_turns_first() -> None:
