@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -274,7 +275,14 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
     from lvt.io import read_image_with_info
     from lvt.io.dicom_outputs import DicomRequest
 
-    with atomic_output_folder(out_dir, options.overwrite) as staging:
+    if options.write_surfaces:  # the 3D view's rendering check runs in a child meanwhile
+        from lvt.measure.surface_view import start_offscreen_check
+
+        start_offscreen_check()
+    with atomic_output_folder(out_dir, options.overwrite) as staging, ThreadPoolExecutor(1) as loader:
+        # Importing torch and loading the model (1-2 s, mostly the interpreter) overlaps reading the CT (mostly
+        # zlib and numpy, which release the interpreter); a cohort passes the predictor it loaded once.
+        loading = None if loaded else loader.submit(load_predictor, options, progress)
         checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
         started = time.perf_counter()
         ct, read_info = read_image_with_info(input_path, series_uid=options.series_uid,
@@ -282,7 +290,7 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
                                              fill_nonfinite=options.fill_nonfinite)
         read_seconds = time.perf_counter() - started
         check_cancel(cancel)
-        predictor, notes = loaded or load_predictor(options, progress)
+        predictor, notes = loaded or loading.result()
         checkpoint(progress, cancel, "read", 1, 1,
                    f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
         result = segment_image(ct, predictor, options.postprocess, progress, cancel)

@@ -258,3 +258,33 @@ def test_the_3d_view_is_rendered_once(tmp_path, monkeypatch):
     surfaces = extract_surfaces(grid.with_array(_ellipsoid(grid, (20.0, 15.0, 12.0)).astype(np.uint8)))
     render_surfaces_png(surfaces, tmp_path / "view.png", size_px=(120, 100), lines_lps=[((0, -20, 30), (20, -20, 30))])
     assert len(renders) == 1
+
+
+def test_the_rendering_check_runs_once_per_process_and_can_start_ahead(monkeypatch):
+    """``lvt segment`` starts the probe before reading the CT; a cohort must not pay 0.7 s per case for it."""
+    import lvt.measure.surface_view as surface_view
+
+    spawned = []
+    spawn = surface_view._OffscreenCheck._spawn
+    monkeypatch.setattr(surface_view._OffscreenCheck, "_spawn", staticmethod(lambda: spawned.append(1) or spawn()))
+    check = surface_view._OffscreenCheck()
+    check.start()
+    check.start()  # the probe already running is the one that answers
+    try:
+        window = check.result(120.0)
+    except OffscreenRenderingError as error:
+        pytest.skip(str(error))
+    check.start()
+    assert check.result(120.0) == window
+    assert len(spawned) == 1
+
+
+def test_a_failed_rendering_check_is_not_remembered(monkeypatch):
+    import lvt.measure.surface_view as surface_view
+
+    check = surface_view._OffscreenCheck()
+    monkeypatch.setattr(surface_view, "_PROBE", "import sys; sys.stderr.write('no EGL display'); sys.exit(3)")
+    with pytest.raises(OffscreenRenderingError, match="exit code 3: no EGL display"):
+        check.result(120.0)
+    monkeypatch.setattr(surface_view, "_PROBE", "print('vtkFakeWindow')")
+    assert check.result(120.0) == "vtkFakeWindow"  # probed again, not the failure replayed
