@@ -371,7 +371,8 @@ def header(record: dict, flops: float) -> list[str]:
             f"- Network: {flops / 1e9:.1f} GFLOP per window (FlopCounterMode, multiply-add = 2); FP32 peak estimate "
             f"{machine['fp32_peak_gflops_estimate']} GFLOP/s ({machine['peak_formula']})",
             f"- MONAI {record['versions']['monai']}, nnU-Net v2 {record['versions']['nnunetv2']}; 1 window per "
-            f"forward pass everywhere; {record['rounds']} alternated rounds, each run a fresh process", ""]
+            f"forward pass everywhere; {record['rounds']} alternated rounds, each run a fresh process"
+            if record["peers"] else "- Part 1 (the peers) not run: end to end only", ""]
 
 
 def main() -> None:
