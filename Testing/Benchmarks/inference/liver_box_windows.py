@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results path without suffix (.json and .md)")
     parser.add_argument("--load-note", default="other jobs may have shared the 2 cores (see the load averages)",
                         help="what else ran on the machine, for the results file")
     args = parser.parse_args(argv)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         record["cases"][name] = run_case(*readers[name](), predictors, uncropped, args.repeats)
         record["cases"][name]["load_average_after"] = record["load_average_at_end"] = os.getloadavg()
         print(next(line for line in markdown(record).splitlines() if line.startswith(f"| {name} |")), flush=True)
-        write_results(RESULTS, record, markdown(record))
+        write_results(args.out, record, markdown(record))
     return 0
 
 
