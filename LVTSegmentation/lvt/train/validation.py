@@ -1,7 +1,8 @@
 """Scores on held-out cases: Dice per class, and lesions found and false, by the sliding window of inference.
 
 One function scores a predictor (one network or an ensemble) on cached cases, so the training loop's
-checkpoint choice and the model comparison benchmark read the same numbers.
+validation (logged in metrics.jsonl; best.json is the highest mean Dice) and the model comparison benchmark
+read the same numbers.
 
 - **Dice** per annotated class on the decoded exclusive labels, before the clean-up: the figure every
   validation since model 1.0.0 reports, kept as it was so that runs stay comparable.
