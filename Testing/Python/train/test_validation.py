@@ -6,8 +6,6 @@ without training: every body voxel tumor (one lesion covering everything), or no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
