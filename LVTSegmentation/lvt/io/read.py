@@ -12,7 +12,7 @@ import the core.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -70,7 +70,8 @@ def read_image(
 
 
 def read_image_with_info(
-    path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False, fill_nonfinite: bool = False
+    path: str | Path, *, series_uid: str | None = None, allow_non_ct: bool = False, fill_nonfinite: bool = False,
+    on_header: Callable[[], None] | None = None,
 ) -> tuple[Image, ReadInfo]:
     """Read a CT volume as float32 Hounsfield units on its own LPS grid, with what the report should say.
 
@@ -80,6 +81,9 @@ def read_image_with_info(
             with the most slices.
         allow_non_ct: skip the check that the values look like Hounsfield units (the CLI's ``--force``).
         fill_nonfinite: set NaN/inf voxels to air (with a note) instead of refusing the image.
+        on_header: called once the header shows a single readable 3D volume, before its voxels are read
+            (``lvt segment`` starts loading the model then, so that a file refused on its header never
+            loads torch).
 
     Returns:
         An :class:`Image` with a float32 array ``[k, j, i]``, any orientation and spacing, on a grid
@@ -94,9 +98,9 @@ def read_image_with_info(
     path = _existing_path(path)
     with itk_warnings_off():
         if path.is_dir():
-            image, verified, info = _read_dicom_folder(path, series_uid)
+            image, verified, info = _read_dicom_folder(path, series_uid, on_header)
         else:
-            image, verified, file_notes = _read_image_file(path)
+            image, verified, file_notes = _read_image_file(path, on_header)
             info = ReadInfo(notes=file_notes)
     notes = list(info.notes)
     array = image.array.astype(np.float32, copy=False)
@@ -178,7 +182,8 @@ def _existing_path(path: str | Path) -> Path:
     return path
 
 
-def _read_image_file(path: Path) -> tuple[Image, VerifiedFile, tuple[str, ...]]:
+def _read_image_file(path: Path, on_header: Callable[[], None] | None = None
+                     ) -> tuple[Image, VerifiedFile, tuple[str, ...]]:
     """Read one image file after checking that it is whole and, from its header, a single 3D scalar volume.
 
     Returns:
@@ -195,6 +200,8 @@ def _read_image_file(path: Path) -> tuple[Image, VerifiedFile, tuple[str, ...]]:
     is_dicom = reader.GetImageIOFromFileName(str(path)) == "GDCMImageIO"
     hint = "; for DICOM, give the folder that holds the whole series" if is_dicom else ""
     _check_structure(path, reader.GetSize(), reader.GetNumberOfComponents(), hint)
+    if on_header is not None:
+        on_header()
     try:
         sitk_image = reader.Execute()
     except RuntimeError as error:
@@ -239,7 +246,8 @@ def _check_structure(path: Path, size: tuple[int, ...], components: int, hint: s
         raise InputError(path, f"is a 2D image or a single slice (size {tuple(size)}); a 3D volume is needed{hint}")
 
 
-def _read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[Image, VerifiedFile, ReadInfo]:
+def _read_dicom_folder(folder: Path, series_uid: str | None, on_header: Callable[[], None] | None = None
+                       ) -> tuple[Image, VerifiedFile, ReadInfo]:
     """The chosen series on the grid its slice positions give (see :func:`lvt.io.dicom.series_geometry`)."""
     sitk = sitk_module()
     found = find_dicom_series(folder)
@@ -250,6 +258,8 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[Image, Ver
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
     reader.MetaDataDictionaryArrayUpdateOn()
+    if on_header is not None:
+        on_header()
     try:
         sitk_image = reader.Execute()
     except RuntimeError as error:

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -280,17 +280,17 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
 
         start_offscreen_check()
     with atomic_output_folder(out_dir, options.overwrite) as staging, ThreadPoolExecutor(1) as loader:
-        # Importing torch and loading the model (1-2 s, mostly the interpreter) overlaps reading the CT (mostly
-        # zlib and numpy, which release the interpreter); a cohort passes the predictor it loaded once.
-        loading = None if loaded else loader.submit(load_predictor, options, progress)
+        # The model loads (1-2 s, torch's import) while the voxels are read (zlib, ITK, numpy: no GIL held)
+        loading: list[Future] = []
         checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
         started = time.perf_counter()
-        ct, read_info = read_image_with_info(input_path, series_uid=options.series_uid,
-                                             allow_non_ct=options.allow_non_ct,
-                                             fill_nonfinite=options.fill_nonfinite)
+        ct, read_info = read_image_with_info(
+            input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct,
+            fill_nonfinite=options.fill_nonfinite,
+            on_header=None if loaded else lambda: loading.append(loader.submit(load_predictor, options, progress)))
         read_seconds = time.perf_counter() - started
         check_cancel(cancel)
-        predictor, notes = loaded or loading.result()
+        predictor, notes = loaded or loading[0].result()
         checkpoint(progress, cancel, "read", 1, 1,
                    f"{ct.size_ijk} voxels at {tuple(round(s, 3) for s in ct.spacing_mm)} mm")
         result = segment_image(ct, predictor, options.postprocess, progress, cancel)

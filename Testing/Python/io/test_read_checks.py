@@ -366,3 +366,16 @@ def test_label_map_on_a_sheared_grid_is_refused(tmp_path: Path) -> None:
     nrrd.write(str(path), np.ones((6, 7, 8), np.uint8), header)
     with pytest.raises(InputError, match="sheared voxel grid"):
         io.read_segmentation(path)
+
+
+def test_on_header_runs_once_before_the_voxels_and_never_for_a_file_refused_on_its_header(tmp_path: Path) -> None:
+    """``lvt segment`` starts loading the model from ``on_header``: a refused header must not start it."""
+    calls = []
+    good = write_ct(tmp_path / "ct.nii.gz")
+    image, _ = io.read_image_with_info(good, on_header=lambda: calls.append("header"))
+    assert calls == ["header"] and image.array.shape == (12, 20, 24)
+    four_components = sitk.Compose(*[sitk.GetImageFromArray(ct_like())] * 4)
+    sitk.WriteImage(four_components, str(tmp_path / "rgba.nii.gz"), True)
+    with pytest.raises(InputError, match="rgba.nii.gz"):
+        io.read_image_with_info(tmp_path / "rgba.nii.gz", on_header=lambda: calls.append("refused"))
+    assert calls == ["header"]
