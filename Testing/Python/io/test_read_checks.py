@@ -376,6 +376,6 @@ def test_on_header_runs_once_before_the_voxels_and_never_for_a_file_refused_on_i
     assert calls == ["header"] and image.array.shape == (12, 20, 24)
     four_components = sitk.Compose(*[sitk.GetImageFromArray(ct_like())] * 4)
     sitk.WriteImage(four_components, str(tmp_path / "rgba.nii.gz"), True)
-    with pytest.raises(InputError, match="rgba.nii.gz"):
+    with pytest.raises(InputError, match=r"rgba\.nii\.gz"):
         io.read_image_with_info(tmp_path / "rgba.nii.gz", on_header=lambda: calls.append("refused"))
     assert calls == ["header"]
