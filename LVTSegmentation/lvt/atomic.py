@@ -45,6 +45,16 @@ def write_text_atomically(path: Path | str, text: str) -> None:
         temporary.write_text(text, encoding="utf-8", newline="")
 
 
+def refuse_existing_output(path: Path, overwrite: bool) -> None:
+    """An output folder is replaced only with ``--overwrite``: the one rule of ``lvt``'s checks and of the pipeline.
+
+    Raises:
+        InputError: ``path`` exists and ``overwrite`` is off.
+    """
+    if path.exists() and not overwrite:
+        raise InputError(path, "output folder already exists (use --overwrite to replace it)")
+
+
 @contextlib.contextmanager
 def atomic_folder(path: Path | str, *, replace: bool = True, lock: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` (and all of it) on success.

@@ -1,5 +1,6 @@
 """What ``lvt`` can tell wrong about its arguments before it loads the core: a path that does not exist,
-a file of a type no reader takes, an option out of range, an output folder that is already there.
+a file of a type no reader takes, an option out of range (an output folder that is already there:
+:func:`lvt.atomic.refuse_existing_output`, the rule the pipeline applies too).
 
 These checks import neither numpy nor torch, so such mistakes are answered at once. What they
 cannot know (a damaged file, a model that does not load) the core still finds, and it is reported
@@ -41,12 +42,6 @@ def image_path(path: Path | None) -> None:
             and not is_dicom_file(path.expanduser()):
         raise InputError(path, f"is not an image file that can be read; expected a file ending in "
                                f"{', '.join(CT_SUFFIXES)}, or a DICOM folder")
-
-
-def new_output(path: Path, overwrite: bool) -> None:
-    """An output folder is replaced only with ``--overwrite`` (as :func:`lvt.segment.pipeline.atomic_output_folder`)."""
-    if path.exists() and not overwrite:
-        raise InputError(path, "output folder already exists (use --overwrite to replace it)")
 
 
 def at_least(option: str, value: float | None, low: float) -> None:

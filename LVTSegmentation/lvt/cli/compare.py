@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lvt.cli.checks import all_existing, new_output
+from lvt.atomic import refuse_existing_output
+from lvt.cli.checks import all_existing
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import EXIT_FAILURE, add_common_arguments, report_done, report_failure
 from lvt.errors import InputError
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     all_existing(args.inputs)
-    new_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

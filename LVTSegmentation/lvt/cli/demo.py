@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lvt.cli.checks import new_output
+from lvt.atomic import refuse_existing_output
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, report_done
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    new_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

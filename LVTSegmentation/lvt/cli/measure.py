@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lvt.cli.checks import image_path, new_output
+from lvt.atomic import refuse_existing_output
+from lvt.cli.checks import image_path
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
 from lvt.errors import InputError
@@ -67,7 +68,7 @@ def check(args: argparse.Namespace) -> None:
     """The input files and the output folder without the core; the value map last (it needs numpy)."""
     for path in (args.segmentation, args.ct, args.resection):
         image_path(path)
-    new_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
     parse_value_map(args.value_map)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lvt.cli.checks import image_path, new_output
+from lvt.atomic import refuse_existing_output
+from lvt.cli.checks import image_path
 from lvt.cli.cohort import add_cohort_arguments, check_cohort_arguments, is_cohort_run, run_cohort_command
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, add_strict_argument, report_document
@@ -44,7 +45,7 @@ def check(args: argparse.Namespace) -> None:
         check_cohort_arguments(args)
     else:
         image_path(args.input)
-        new_output(args.output, args.overwrite)
+        refuse_existing_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

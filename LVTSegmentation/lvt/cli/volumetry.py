@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lvt.cli.checks import all_existing, new_output
+from lvt.atomic import refuse_existing_output
+from lvt.cli.checks import all_existing
 from lvt.cli.console import cancel_on_signals, make_progress
 from lvt.cli.main import add_common_arguments, report_done
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     all_existing(args.inputs)
-    new_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,7 +68,6 @@ class CompiledNetwork:
         except Exception as error:
             _warn_uncompiled(error)
 
-
     @property
     def compiled(self) -> bool:
         """False once a compile failed and the network runs eager."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lvt.atomic import atomic_folder
+from lvt.atomic import atomic_folder, refuse_existing_output
 from lvt.errors import InputError
 from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
 from lvt.image import AIR_HU, Image
@@ -111,8 +111,7 @@ def atomic_output_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
             writing it.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError(out_dir, "output folder already exists (use --overwrite to replace it)")
+    refuse_existing_output(out_dir, overwrite)
     with atomic_folder(out_dir, replace=overwrite, lock=True) as staging:
         yield staging
 

@@ -219,20 +219,20 @@ def _validate_unlabelled(spec: DatasetSpec) -> None:
     used = [name for name in label_fields if getattr(spec, name)]
     if used:
         raise ValueError(f"field {used[0]!r}: kind {UNLABELLED_KIND!r} reads no labels; remove {', '.join(used)}")
-    _validate_files(spec, ("image_pattern",))
+    _validate_files(spec)
 
 
-def _validate_files(spec: DatasetSpec, patterns: tuple[str, ...] = ("image_pattern", "label_pattern")) -> None:
+def _validate_files(spec: DatasetSpec) -> None:
     if spec.phantom is not None:
         raise ValueError(f"field 'phantom': only for kind 'phantom', not {spec.kind!r}")
     if spec.root is None:
         raise ValueError(f"field 'root': required for kind {spec.kind!r} (the folder holding the downloaded data)")
     if spec.cases and (spec.image_pattern or spec.label_pattern):
         raise ValueError("field 'cases': give either explicit cases or image_pattern/label_pattern, not both")
+    labelled = not spec.is_unlabelled
     if not spec.cases:
-        for name in patterns:
+        for name in ("image_pattern", "label_pattern") if labelled else ("image_pattern",):
             _validate_pattern(getattr(spec, name), name)
-    labelled = len(patterns) == 2
     wrong = next((case for case in spec.cases if bool(case.label) != labelled), None)
     if wrong is not None:
         keys = "'image' and 'label'" if labelled else "'image' (no label)"
