@@ -11,6 +11,7 @@ from lvt.io import write_image
 from lvt.labels import CLASS_KEYS, masks_from_labels
 from lvt.phantom import PhantomConfig, make_phantom
 from lvt.progress import ProgressCallback, report
+from lvt.segment.outputs import write_outputs
 from lvt.segment.pipeline import (
     SegmentOptions,
     atomic_output_folder,
@@ -19,7 +20,6 @@ from lvt.segment.pipeline import (
     load_predictor,
     model_summary,
     segment_image,
-    write_outputs,
 )
 
 DEMO_SPACING_MM = (0.8, 0.8, 2.5)

@@ -60,20 +60,35 @@ def write_html_report(
     Returns:
         The path of report.html.
     """
-    folder = Path(folder)
-    views = folder / "views"
-    views.mkdir(parents=True, exist_ok=True)
-    figures = report_views(report, ct, labels, views, cancel)
+    figures = report_views(report, ct, labels, views_folder(folder), cancel)
     check_cancel(cancel)
+    return write_report_page(report, figures, surfaces, folder)
+
+
+def views_folder(folder: Path | str) -> Path:
+    """``folder/views``, made if missing: where the report's PNG views go."""
+    views = Path(folder) / "views"
+    views.mkdir(parents=True, exist_ok=True)
+    return views
+
+
+def write_report_page(report: dict, figures: Sequence[ReportImage], surfaces: Mapping[str, vtkPolyData] | None,
+                      folder: Path | str) -> Path:
+    """Write ``report.html`` from 2D views already drawn (:func:`report_views`), adding the 3D view of ``surfaces``.
+
+    Apart so that a caller can draw the 2D views while it builds the surfaces. When the 3D view cannot
+    be rendered here, a warning is appended to ``report["warnings"]`` and the page goes without it.
+    """
+    figures = list(figures)
     if surfaces:
         try:
-            path = render_surfaces_png(surfaces, views / "surfaces_3d.png")
+            path = render_surfaces_png(surfaces, views_folder(folder) / "surfaces_3d.png")
             figures.append(ReportImage(path, "3D view from the front (patient's right on the left)"))
         except OffscreenRenderingError as error:
             message = f"3D view not rendered: {error}"
             logger.warning(message)
             report["warnings"].append(message)
-    page = folder / "report.html"
+    page = Path(folder) / "report.html"
     with atomic_path(page) as temporary:
         temporary.write_text(render_html(report, figures), encoding="utf-8")
     return page

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +25,11 @@ from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_
 from lvt.image import AIR_HU, Image
 from lvt.labels import whole_liver
 from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
+from lvt.segment.outputs import ResectionRegion, write_outputs
 from lvt.segment.postprocess import PostprocessConfig, liver_region, postprocess
 from lvt.segment.refine import TumorRefinement
 
 if TYPE_CHECKING:
-    from vtkmodules.vtkCommonDataModel import vtkPolyData
-
-    from lvt.io.dicom_outputs import DicomRequest
-    from lvt.measure.volumes_and_lesions import Lesion
     from lvt.segment.network_config import TargetKind
     from lvt.segment.predict import Predictor, WindowStats
 
@@ -170,95 +167,6 @@ def load_predictor(options: SegmentOptions, progress: ProgressCallback | None = 
     sliding = SlidingWindowConfig(use_tta=options.use_tta, liver_box=not options.full_window,
                                   use_compile=options.use_compile)
     return Predictor.from_file(path, str(device), sliding), [message] if message else []
-
-
-@dataclass(frozen=True)
-class ResectionRegion:
-    """A user-drawn resection region on the labels' grid (nonzero inside) and where it came from."""
-
-    mask: Image
-    source: str
-
-
-def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
-                  inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
-                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
-                  resection: ResectionRegion | None = None, source: Mapping | None = None,
-                  dicom: DicomRequest | None = None) -> dict:
-    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
-
-    Every file and every measurement is a cancel point. With a ``resection`` region, report.json's
-    "planning" section gains "remnant" (see :func:`lvt.measure.planning.liver_remnant`). ``source``
-    (what reading found: the DICOM series used and the others present) goes into report.json's "input".
-    ``dicom`` asks for the DICOM SEG and SR (:func:`lvt.io.dicom_outputs.write_dicom_outputs`).
-    """
-    from lvt.io import write_image, write_segmentation
-    from lvt.io.dicom_outputs import write_dicom_outputs
-    from lvt.measure.report import build_report
-    from lvt.measure.volumes_and_lesions import measure_labels
-
-    checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
-    write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
-    check_cancel(cancel)
-    write_segmentation(labels, folder / "segmentation.seg.nrrd")
-    check_cancel(cancel)
-    measurements = measure_labels(labels, ct)
-    checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
-    surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
-    checkpoint(progress, cancel, "report", 0, 1, "report")
-    document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
-                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
-                            source=source)
-    if dicom is not None:
-        check_cancel(cancel)
-        write_dicom_outputs(folder, labels, document, dicom, model or {})
-    _write_report(document, folder, labels, ct, surfaces, measurements.lesions, resection, cancel)
-    report(progress, "report", 1, 1, "done")
-    return document
-
-
-def _surfaces(folder: Path, labels: Image, progress: ProgressCallback | None,
-              cancel: threading.Event | None) -> dict[str, vtkPolyData]:
-    """Extract and write the 3D surfaces (one structure at a time, each a cancel point)."""
-    from lvt.measure.surfaces import extract_surfaces
-    from lvt.measure.surfaces import write_surfaces as write_surface_files
-
-    checkpoint(progress, cancel, "surfaces", 0, 1, "3D surfaces")
-    surfaces = extract_surfaces(labels, cancel=cancel)
-    check_cancel(cancel)
-    write_surface_files(surfaces, folder / "surfaces")
-    checkpoint(progress, cancel, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
-    return surfaces
-
-
-def _write_report(document: dict, folder: Path, labels: Image, ct: Image | None,
-                  surfaces: dict[str, vtkPolyData] | None, lesions: Sequence[Lesion],
-                  resection: ResectionRegion | None, cancel: threading.Event | None) -> None:
-    """Planning numbers, report.html with its views (each view a cancel point), then report.json."""
-    from lvt.measure.html import write_html_report
-    from lvt.measure.planning import planning_summary
-    from lvt.measure.report import write_report_json
-
-    check_cancel(cancel)
-    document["planning"] = planning_summary(labels, lesions)
-    if resection is not None:
-        check_cancel(cancel)
-        _add_remnant(document, labels, resection, lesions)
-    check_cancel(cancel)
-    write_html_report(document, ct, labels, surfaces, folder, cancel=cancel)  # may add a warning: JSON after it
-    check_cancel(cancel)
-    write_report_json(document, folder / "report.json")
-
-
-def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
-    """report.json's planning.remnant for a resection region; a warning when the region misses the liver."""
-    from lvt.measure.planning import liver_remnant
-
-    remnant = liver_remnant(labels, resection.mask, lesions)
-    document["planning"]["remnant"] = {"source": resection.source, **remnant.to_dict()}
-    if remnant.resected_liver_ml == 0.0:
-        document["warnings"].append(f"the resection region {resection.source} does not touch the liver: "
-                                    "the remnant is the whole liver")
 
 
 def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,

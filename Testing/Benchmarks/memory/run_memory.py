@@ -119,7 +119,7 @@ def _stage_action(stage: str, labels: Image, ct: Image, folder: Path) -> Callabl
     if stage == "surfaces":
         return lambda: extract_surfaces(labels)
     if stage == "tail":
-        from lvt.segment.pipeline import write_outputs
+        from lvt.segment.outputs import write_outputs
 
         return lambda: write_outputs(folder, labels, ct, input_path=Path("ct"), model=None, inference=None,
                                      dropped=[], min_volume_ml=0.0, write_surfaces=True, warnings=[],

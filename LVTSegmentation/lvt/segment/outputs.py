@@ -1,0 +1,117 @@
+"""The files of an output folder: labels, segmentation, measurements, surfaces, report.json and report.html.
+
+After the measurements, two threads share the work: the report's 2D views are drawn (matplotlib) while
+the surfaces are built and written (VTK). Both release the interpreter in their heavy parts, so on two
+cores the slower of them, not their sum, is what the run waits for (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lvt.image import Image
+from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
+
+if TYPE_CHECKING:
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+
+    from lvt.io.dicom_outputs import DicomRequest
+    from lvt.measure.volumes_and_lesions import Lesion
+
+
+@dataclass(frozen=True)
+class ResectionRegion:
+    """A user-drawn resection region on the labels' grid (nonzero inside) and where it came from."""
+
+    mask: Image
+    source: str
+
+
+def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: Path, model: dict | None,
+                  inference: dict | None, dropped: list[dict], min_volume_ml: float, write_surfaces: bool,
+                  warnings: list[str], progress: ProgressCallback | None, cancel: threading.Event | None,
+                  resection: ResectionRegion | None = None, source: Mapping | None = None,
+                  dicom: DicomRequest | None = None) -> dict:
+    """Write labels, segmentation, surfaces, report.json and report.html into ``folder``.
+
+    Every file and every measurement is a cancel point. With a ``resection`` region, report.json's
+    "planning" section gains "remnant" (see :func:`lvt.measure.planning.liver_remnant`). ``source``
+    (what reading found: the DICOM series used and the others present) goes into report.json's "input".
+    ``dicom`` asks for the DICOM SEG and SR (:func:`lvt.io.dicom_outputs.write_dicom_outputs`).
+    """
+    from lvt.io import write_image, write_segmentation
+    from lvt.io.dicom_outputs import write_dicom_outputs
+    from lvt.measure.html import views_folder, write_report_page
+    from lvt.measure.report import build_report, write_report_json
+    from lvt.measure.views import report_views
+    from lvt.measure.volumes_and_lesions import measure_labels
+
+    checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
+    write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
+    check_cancel(cancel)
+    write_segmentation(labels, folder / "segmentation.seg.nrrd")
+    check_cancel(cancel)
+    measurements = measure_labels(labels, ct)
+    document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
+                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
+                            source=source)
+    checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
+    with ThreadPoolExecutor(1, thread_name_prefix="lvt-views") as drawing:
+        # The views read only document["lesions"], which nothing below changes.
+        views = drawing.submit(report_views, document, ct, labels, views_folder(folder), cancel)
+        surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
+        checkpoint(progress, cancel, "report", 0, 1, "report")
+        if dicom is not None:
+            write_dicom_outputs(folder, labels, document, dicom, model or {})
+        _add_planning(document, labels, measurements.lesions, resection, cancel)
+        figures = views.result()
+    check_cancel(cancel)
+    write_report_page(document, figures, surfaces, folder)  # may add a warning: JSON after it
+    check_cancel(cancel)
+    write_report_json(document, folder / "report.json")
+    report(progress, "report", 1, 1, "done")
+    return document
+
+
+def _surfaces(folder: Path, labels: Image, progress: ProgressCallback | None,
+              cancel: threading.Event | None) -> dict[str, vtkPolyData]:
+    """Extract and write the 3D surfaces (one structure at a time, each a cancel point)."""
+    from lvt.measure.surfaces import extract_surfaces
+    from lvt.measure.surfaces import write_surfaces as write_surface_files
+
+    checkpoint(progress, cancel, "surfaces", 0, 1, "3D surfaces")
+    surfaces = extract_surfaces(labels, cancel=cancel)
+    check_cancel(cancel)
+    write_surface_files(surfaces, folder / "surfaces")
+    checkpoint(progress, cancel, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
+    return surfaces
+
+
+def _add_planning(document: dict, labels: Image, lesions: Sequence[Lesion], resection: ResectionRegion | None,
+                  cancel: threading.Event | None) -> None:
+    """report.json's planning numbers, with the remnant of a resection region when there is one."""
+    from lvt.measure.planning import planning_summary
+
+    check_cancel(cancel)
+    document["planning"] = planning_summary(labels, lesions)
+    if resection is not None:
+        check_cancel(cancel)
+        _add_remnant(document, labels, resection, lesions)
+
+
+def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
+    """report.json's planning.remnant for a resection region; a warning when the region misses the liver."""
+    from lvt.measure.planning import liver_remnant
+
+    remnant = liver_remnant(labels, resection.mask, lesions)
+    document["planning"]["remnant"] = {"source": resection.source, **remnant.to_dict()}
+    if remnant.resected_liver_ml == 0.0:
+        document["warnings"].append(f"the resection region {resection.source} does not touch the liver: "
+                                    "the remnant is the whole liver")
