@@ -137,6 +137,32 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=CONNECTIVITY_26)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every background region that does not reach the array's edge filled.
+
+    The background is 6-connected: the result is ``scipy.ndimage.binary_fill_holes(mask)``'s, from
+    ITK's filter, 4-5x faster on a liver box (multi-threaded; docs/performance.md).
+    """
+    from lvt.grid import sitk_module
+
+    sitk = sitk_module()
+    image = sitk.GetImageFromArray(np.asarray(mask, dtype=bool).view(np.uint8))
+    return sitk.GetArrayFromImage(sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)).view(bool)
+
+
+def dilate_26(mask: np.ndarray, voxels: int) -> np.ndarray:
+    """The mask grown by ``voxels`` 26-connected steps: a (2 ``voxels`` + 1)^3 box around each voxel.
+
+    ``binary_dilation(mask, CONNECTIVITY_26, iterations=voxels)``'s result, as one maximum filter:
+    3x faster, since a box dilation is separable.
+    """
+    if voxels == 0:
+        return np.asarray(mask, dtype=bool).copy()
+    grown = ndimage.maximum_filter(np.asarray(mask, dtype=bool).view(np.uint8), size=2 * voxels + 1, mode="constant",
+                                   cval=0)
+    return grown.view(bool)
+
+
 def boundary_voxels(mask: np.ndarray) -> np.ndarray:
     """Foreground voxels with at least one 6-neighbour outside the mask (array edge counts as outside).
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from lvt.image import Image
 from lvt.labels import (
-    CONNECTIVITY_26,
     LIVER,
     LIVER_LABEL,
     PROBABILITY_THRESHOLD,
@@ -25,7 +23,9 @@ from lvt.labels import (
     TUMOR_LABEL,
     VESSEL,
     apply_hierarchy,
+    dilate_26,
     exclusive_labels,
+    fill_holes,
     label_components,
 )
 from lvt.segment.network_config import TargetKind
@@ -112,9 +112,8 @@ def clean_masks(probabilities: np.ndarray, config: PostprocessConfig, target: Ta
     if config.keep_largest_liver_component and liver_core.any():
         liver_core = largest_component(liver_core)
     if config.fill_liver_holes:
-        liver_core = ndimage.binary_fill_holes(liver_core)
-    near_liver = ndimage.binary_dilation(liver_core, CONNECTIVITY_26, iterations=config.vessel_margin_voxels) \
-        if config.vessel_margin_voxels else liver_core
+        liver_core = fill_holes(liver_core)
+    near_liver = dilate_26(liver_core, config.vessel_margin_voxels)
     tumor = _keep_touching(masks[TUMOR], liver_core)
     vessel = masks[VESSEL] & near_liver
     return apply_hierarchy(np.stack([liver_core, vessel, tumor]))
