@@ -62,7 +62,7 @@ def write_html_report(
     """
     figures = report_views(report, ct, labels, views_folder(folder), cancel)
     check_cancel(cancel)
-    return write_report_page(report, figures, surfaces, folder)
+    return write_report_page(report, [*figures, *surface_view_figure(report, surfaces, folder)], folder)
 
 
 def views_folder(folder: Path | str) -> Path:
@@ -72,22 +72,30 @@ def views_folder(folder: Path | str) -> Path:
     return views
 
 
-def write_report_page(report: dict, figures: Sequence[ReportImage], surfaces: Mapping[str, vtkPolyData] | None,
-                      folder: Path | str) -> Path:
-    """Write ``report.html`` from 2D views already drawn (:func:`report_views`), adding the 3D view of ``surfaces``.
+def surface_view_figure(report: dict, surfaces: Mapping[str, vtkPolyData] | None,
+                        folder: Path | str) -> list[ReportImage]:
+    """The 3D view of ``surfaces`` written under ``folder/views``: one report image, or none without surfaces.
 
-    Apart so that a caller can draw the 2D views while it builds the surfaces. When the 3D view cannot
-    be rendered here, a warning is appended to ``report["warnings"]`` and the page goes without it.
+    When this machine cannot render off screen, a warning is appended to ``report["warnings"]``
+    (write report.json afterwards) and there is no image.
     """
-    figures = list(figures)
-    if surfaces:
-        try:
-            path = render_surfaces_png(surfaces, views_folder(folder) / "surfaces_3d.png")
-            figures.append(ReportImage(path, "3D view from the front (patient's right on the left)"))
-        except OffscreenRenderingError as error:
-            message = f"3D view not rendered: {error}"
-            logger.warning(message)
-            report["warnings"].append(message)
+    if not surfaces:
+        return []
+    try:
+        path = render_surfaces_png(surfaces, views_folder(folder) / "surfaces_3d.png")
+    except OffscreenRenderingError as error:
+        message = f"3D view not rendered: {error}"
+        logger.warning(message)
+        report["warnings"].append(message)
+        return []
+    return [ReportImage(path, "3D view from the front (patient's right on the left)")]
+
+
+def write_report_page(report: Mapping, figures: Sequence[ReportImage], folder: Path | str) -> Path:
+    """Write ``folder/report.html`` with views already drawn (:func:`report_views`, :func:`surface_view_figure`).
+
+    Apart from drawing them so that a caller can draw the 2D views while it builds the surfaces.
+    """
     page = Path(folder) / "report.html"
     with atomic_path(page) as temporary:
         temporary.write_text(render_html(report, figures), encoding="utf-8")

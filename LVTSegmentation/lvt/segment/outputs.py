@@ -1,8 +1,9 @@
 """The files of an output folder: labels, segmentation, measurements, surfaces, report.json and report.html.
 
-After the measurements, two threads share the work: the report's 2D views are drawn (matplotlib) while
-the surfaces are built and written (VTK). Both release the interpreter in their heavy parts, so on two
-cores the slower of them, not their sum, is what the run waits for (docs/performance.md).
+After the measurements, two threads share the work: one draws the report's 2D views (matplotlib) and
+computes the planning numbers, the other builds and writes the surfaces (VTK) and renders the 3D view.
+Their heavy parts release the interpreter, so on two cores the run waits for the slower of the two, not
+for their sum (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from vtkmodules.vtkCommonDataModel import vtkPolyData
 
     from lvt.io.dicom_outputs import DicomRequest
+    from lvt.measure.views import ReportImage
     from lvt.measure.volumes_and_lesions import Lesion
 
 
@@ -48,9 +50,8 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     """
     from lvt.io import write_image, write_segmentation
     from lvt.io.dicom_outputs import write_dicom_outputs
-    from lvt.measure.html import views_folder, write_report_page
+    from lvt.measure.html import surface_view_figure, write_report_page
     from lvt.measure.report import build_report, write_report_json
-    from lvt.measure.views import report_views
     from lvt.measure.volumes_and_lesions import measure_labels
 
     checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
@@ -63,21 +64,39 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
                             inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
                             source=source)
     checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
-    with ThreadPoolExecutor(1, thread_name_prefix="lvt-views") as drawing:
-        # The views read only document["lesions"], which nothing below changes.
-        views = drawing.submit(report_views, document, ct, labels, views_folder(folder), cancel)
+    with ThreadPoolExecutor(1, thread_name_prefix="lvt-views") as second_core:
+        # The 3D view renders here, in the main thread: off-screen OpenGL is not safe in others everywhere.
+        drawn = second_core.submit(_views_and_planning, document, ct, labels, measurements.lesions, folder, cancel)
         surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
         checkpoint(progress, cancel, "report", 0, 1, "report")
         if dicom is not None:
             write_dicom_outputs(folder, labels, document, dicom, model or {})
-        _add_planning(document, labels, measurements.lesions, resection, cancel)
-        figures = views.result()
+        surface_view = surface_view_figure(document, surfaces, folder)  # may add a warning: JSON after it
+        figures, document["planning"] = drawn.result()
+    if resection is not None:
+        check_cancel(cancel)
+        _add_remnant(document, labels, resection, measurements.lesions)
     check_cancel(cancel)
-    write_report_page(document, figures, surfaces, folder)  # may add a warning: JSON after it
+    write_report_page(document, [*figures, *surface_view], folder)
     check_cancel(cancel)
     write_report_json(document, folder / "report.json")
     report(progress, "report", 1, 1, "done")
     return document
+
+
+def _views_and_planning(document: Mapping, ct: Image | None, labels: Image, lesions: Sequence[Lesion], folder: Path,
+                        cancel: threading.Event | None) -> tuple[list[ReportImage], dict]:
+    """The second thread's share: the 2D views (each a cancel point), then report.json's planning numbers.
+
+    It reads ``document["lesions"]`` and writes nothing into the document: the main thread adds to it meanwhile.
+    """
+    from lvt.measure.html import views_folder
+    from lvt.measure.planning import planning_summary
+    from lvt.measure.views import report_views
+
+    figures = report_views(document, ct, labels, views_folder(folder), cancel)
+    check_cancel(cancel)
+    return figures, planning_summary(labels, lesions)
 
 
 def _surfaces(folder: Path, labels: Image, progress: ProgressCallback | None,
@@ -92,18 +111,6 @@ def _surfaces(folder: Path, labels: Image, progress: ProgressCallback | None,
     write_surface_files(surfaces, folder / "surfaces")
     checkpoint(progress, cancel, "surfaces", 1, 1, f"{len(surfaces)} surface(s)")
     return surfaces
-
-
-def _add_planning(document: dict, labels: Image, lesions: Sequence[Lesion], resection: ResectionRegion | None,
-                  cancel: threading.Event | None) -> None:
-    """report.json's planning numbers, with the remnant of a resection region when there is one."""
-    from lvt.measure.planning import planning_summary
-
-    check_cancel(cancel)
-    document["planning"] = planning_summary(labels, lesions)
-    if resection is not None:
-        check_cancel(cancel)
-        _add_remnant(document, labels, resection, lesions)
 
 
 def _add_remnant(document: dict, labels: Image, resection: ResectionRegion, lesions: Sequence[Lesion]) -> None:
