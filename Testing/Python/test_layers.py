@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 CORE = REPO / "LVTSegmentation" / "lvt"
-VOCABULARY = frozenset({"labels", "image", "errors", "progress", "atomic", "grid"})
+VOCABULARY = frozenset({"labels", "image", "errors", "progress", "atomic", "grid", "heap"})
 # Low to high. A module imports only from lower layers or from its own package.
 LAYERS = {"vocabulary": 0, "io": 1, "phantom": 1, "measure": 2, "segment": 3, "evaluate": 4, "followup": 5,
           "train": 5, "cli": 6, "__main__": 7}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lvt.heap import retained_heap
 from lvt.image import Image
 from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
 
@@ -54,33 +55,35 @@ def write_outputs(folder: Path, labels: Image, ct: Image | None, *, input_path: 
     from lvt.measure.report import build_report, write_report_json
     from lvt.measure.volumes_and_lesions import measure_labels
 
-    checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
-    write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
-    check_cancel(cancel)
-    write_segmentation(labels, folder / "segmentation.seg.nrrd")
-    check_cancel(cancel)
-    measurements = measure_labels(labels, ct)
-    document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements, model=model,
-                            inference=inference, dropped=dropped, min_volume_ml=min_volume_ml, warnings=warnings,
-                            source=source)
-    checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
-    with ThreadPoolExecutor(1, thread_name_prefix="lvt-views") as second_core:
-        # The 3D view renders here, in the main thread: off-screen OpenGL is not safe in others everywhere.
-        drawn = second_core.submit(_views_and_planning, document, ct, labels, measurements.lesions, folder, cancel)
-        surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
-        checkpoint(progress, cancel, "report", 0, 1, "report")
-        if dicom is not None:
-            write_dicom_outputs(folder, labels, document, dicom, model or {})
-        surface_view = surface_view_figure(document, surfaces, folder)  # may add a warning: JSON after it
-        figures, document["planning"] = drawn.result()
-    if resection is not None:
+    with retained_heap():  # freed buffers serve the next ones; handed back at the end
+        checkpoint(progress, cancel, "measure", 0, 1, "volumes and diameters")
+        write_image(labels.with_array(labels.array.astype(np.uint8)), folder / "labels.nii.gz")
         check_cancel(cancel)
-        _add_remnant(document, labels, resection, measurements.lesions)
-    check_cancel(cancel)
-    write_report_page(document, [*figures, *surface_view], folder)
-    check_cancel(cancel)
-    write_report_json(document, folder / "report.json")
-    report(progress, "report", 1, 1, "done")
+        write_segmentation(labels, folder / "segmentation.seg.nrrd")
+        check_cancel(cancel)
+        measurements = measure_labels(labels, ct)
+        document = build_report(input_path=input_path, ct_or_labels_grid=labels, measurements=measurements,
+                                model=model, inference=inference, dropped=dropped, min_volume_ml=min_volume_ml,
+                                warnings=warnings, source=source)
+        checkpoint(progress, cancel, "measure", 1, 1, f"{len(measurements.lesions)} lesion(s)")
+        with ThreadPoolExecutor(1, thread_name_prefix="lvt-views") as second_core:
+            # The 3D view renders here, in the main thread: off-screen OpenGL is not safe in others everywhere.
+            drawn = second_core.submit(_views_and_planning, document, ct, labels, measurements.lesions, folder,
+                                       cancel)
+            surfaces = _surfaces(folder, labels, progress, cancel) if write_surfaces else None
+            checkpoint(progress, cancel, "report", 0, 1, "report")
+            if dicom is not None:
+                write_dicom_outputs(folder, labels, document, dicom, model or {})
+            surface_view = surface_view_figure(document, surfaces, folder)  # may add a warning: JSON after it
+            figures, document["planning"] = drawn.result()
+        if resection is not None:
+            check_cancel(cancel)
+            _add_remnant(document, labels, resection, measurements.lesions)
+        check_cancel(cancel)
+        write_report_page(document, [*figures, *surface_view], folder)
+        check_cancel(cancel)
+        write_report_json(document, folder / "report.json")
+        report(progress, "report", 1, 1, "done")
     return document
 
 

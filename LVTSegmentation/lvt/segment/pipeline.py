@@ -22,6 +22,7 @@ import numpy as np
 from lvt.atomic import atomic_folder, refuse_existing_output
 from lvt.errors import InputError
 from lvt.grid import bounding_box_in, crop, resample_channels_like, resample_to_spacing
+from lvt.heap import retained_heap
 from lvt.image import AIR_HU, Image
 from lvt.labels import whole_liver
 from lvt.progress import ProgressCallback, check_cancel, checkpoint, report
@@ -63,14 +64,14 @@ def segment_image(
     """Segment a CT already in memory; the labels share the CT's exact grid."""
     timings: dict[str, float] = {}
     manifest = predictor.manifest
-    with _timed(timings, "resample"):
+    with _timed(timings, "resample"), retained_heap():
         report(progress, "resample", 0, 1, f"resampling to {manifest.spacing_mm} mm")
         model_image = resample_to_spacing(ct, manifest.spacing_mm, interpolation="linear", default_value=AIR_HU)
     check_cancel(cancel)
     with _timed(timings, "inference"):
         probabilities, stats = predictor.predict_probabilities(model_image.array, progress, cancel)
     check_cancel(cancel)
-    with _timed(timings, "postprocess"):
+    with _timed(timings, "postprocess"), retained_heap():
         report(progress, "postprocess", 0, 1, "labels on the input grid")
         labels, dropped = _labels_on_input_grid(ct, model_image, probabilities, config or PostprocessConfig(),
                                                 manifest.target, cancel)
@@ -191,10 +192,11 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
         loading: list[Future] = []
         checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
         started = time.perf_counter()
-        ct, read_info = read_image_with_info(
-            input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct,
-            fill_nonfinite=options.fill_nonfinite,
-            on_header=None if loaded else lambda: loading.append(loader.submit(load_predictor, options, progress)))
+        with retained_heap():
+            ct, read_info = read_image_with_info(
+                input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct,
+                fill_nonfinite=options.fill_nonfinite,
+                on_header=None if loaded else lambda: loading.append(loader.submit(load_predictor, options, progress)))
         read_seconds = time.perf_counter() - started
         check_cancel(cancel)
         predictor, notes = loaded or loading[0].result()

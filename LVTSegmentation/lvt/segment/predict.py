@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lvt.heap import retained_heap
 from lvt.image import AIR_THRESHOLD_HU
 from lvt.progress import ProgressCallback, check_cancel, report
 from lvt.segment.compiled import CompiledNetwork
-from lvt.segment.device import autocast, resolve_device, retained_heap
+from lvt.segment.device import autocast, resolve_device
 from lvt.segment.localize import LOCALIZE_ZOOM, Box, body_box, cuts_liver, downsample, liver_box, pad_to_patch, shift
 from lvt.segment.model_file import ModelManifest, load_models
 from lvt.segment.network import UNet, probabilities_from_logits

@@ -62,8 +62,8 @@ def first_call_phase(model: Path, threads: int | None, compile_network: bool) ->
     """The first call of the compiled (or eager) network, then one more window."""
     import torch
 
+    from lvt.heap import retained_heap
     from lvt.segment.compiled import CompiledNetwork
-    from lvt.segment.device import retained_heap
 
     network, inputs = _network_and_inputs(model, threads)
     compiled = CompiledNetwork(network, batch=1) if compile_network else network
@@ -82,8 +82,8 @@ def windows_phase(model: Path, threads: int | None, rounds: int, windows: int) -
     """Eager and compiled windows, rounds alternated: per-window wall and CPU seconds of each round."""
     import torch
 
+    from lvt.heap import retained_heap
     from lvt.segment.compiled import CompiledNetwork
-    from lvt.segment.device import retained_heap
 
     network, inputs = _network_and_inputs(model, threads)
     runners = {"eager": network, "compiled": CompiledNetwork(network, batch=1)}

@@ -49,7 +49,7 @@ def forward_worker(setting: dict, model: Path, passes: int) -> dict:
     """Time ``passes`` forward passes of one setting after a warm-up pass (a fresh process per call)."""
     import torch
 
-    from lvt.segment.device import retained_heap
+    from lvt.heap import retained_heap
     from lvt.segment.model_file import load_model
 
     if setting.get("threads"):

@@ -6,7 +6,7 @@ window lists, taken from each library's own code, are compared). Contenders: ``m
 (sliding_window_inference, Gaussian), ``nnunet`` (nnUNetPredictor.predict_sliding_window_return_logits
 fed our network, no mirroring), ``lvt-full`` (LVT on the same windows: no body crop, no air skipping, no
 liver box; the compared row) and ``lvt-default`` (as ``lvt segment`` runs: body crop, air skipping, liver
-box; a separate row). Each runs under both heaps: "retained" (``lvt.segment.device.retained_heap``, LVT's
+box; a separate row). Each runs under both heaps: "retained" (``lvt.heap.retained_heap``, LVT's
 CPU setting, given to the peers around their call) and "glibc" (the default for all, LVT's own switched
 off). Every run is a fresh child process; rounds alternate the contenders, each round starting one later.
 Reported: median and min of the rounds, user and system CPU seconds, minor faults, peak RSS, forward
@@ -142,7 +142,7 @@ def heap_setting(heap: str, contender: str) -> contextlib.AbstractContextManager
     replaced by a no-op; the peers get the retained heap from outside.
     """
     import lvt.segment.predict as predict
-    from lvt.segment.device import retained_heap
+    from lvt.heap import retained_heap
 
     if heap == "glibc":
         predict.retained_heap = lambda enabled=True: contextlib.nullcontext()
