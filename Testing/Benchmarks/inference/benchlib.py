@@ -81,10 +81,10 @@ def machine_info() -> dict:
     }
 
 
-def git_commit() -> str:
-    """HEAD's hash, marked "+uncommitted" when the working tree differs from it."""
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD's hash in ``repo``, marked "+uncommitted" when the working tree differs from it."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
     return commit + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
