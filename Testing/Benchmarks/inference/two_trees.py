@@ -75,7 +75,7 @@ def markdown(record: dict) -> str:
                 f"{statistics.median(r['system_s'] for r in runs):.1f} | "
                 + " / ".join(f"{stages.get(s, 0):.2f}" for s in ("read", "resample", "inference", "postprocess"))
                 + " |")
-    lines += ["", "Every round (wall s, before and after in the order run):", ""]
+    lines += ["", "Every round (wall s, before / after; the order alternated):", ""]
     for case, result in record["cases"].items():
         rounds = zip(*(result[name] for name in ("before", "after")), strict=True)
         lines.append(f"- {case}: " + "; ".join(f"{b['wall_s']} / {a['wall_s']}" for b, a in rounds))
