@@ -50,11 +50,6 @@ def retained_heap(enabled: bool = True) -> Iterator[None]:
                 libc.malloc_trim(0)
 
 
-def heap_retained() -> bool:
-    """Whether a :func:`retained_heap` block is open in this process."""
-    return _depth > 0
-
-
 @lru_cache(maxsize=1)
 def _glibc() -> ctypes.CDLL | None:
     try:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvt.heap import _glibc, heap_retained, retained_heap
+from lvt.heap import _glibc, retained_heap
 
 MB = 1 << 20
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc only")
@@ -36,14 +36,15 @@ def test_freed_memory_stays_inside_the_block_and_is_handed_back_after_it() -> No
 
 
 def test_blocks_nest_and_the_outermost_one_decides() -> None:
-    assert not heap_retained()
+    before = _resident_mb()
     with retained_heap():
         with retained_heap():
-            assert heap_retained()
-        assert heap_retained()  # the inner block (the sliding window's) does not end the case's
+            _allocate_touch_free(300)
+        assert _resident_mb() > before + 250  # the inner block (the sliding window's) does not end the outer one's
         with pytest.raises(RuntimeError), retained_heap():
             raise RuntimeError("a failing stage")
-        assert heap_retained()
-    assert not heap_retained()
+        assert _resident_mb() > before + 250
+    assert _resident_mb() < before + 100
     with retained_heap(enabled=False):
-        assert not heap_retained()
+        _allocate_touch_free(300)
+        assert _resident_mb() < before + 100
