@@ -22,6 +22,7 @@ import numpy as np
 
 from lvt.errors import InputError
 from lvt.grid import describe_grid, image_from_sitk, itk_warnings_off, sitk_module
+from lvt.heap import retained_heap
 from lvt.image import Image
 from lvt.io import nifti
 from lvt.io.dicom import DicomSeriesInfo, choose_dicom_series, find_dicom_series, series_geometry
@@ -96,30 +97,31 @@ def read_image_with_info(
             values; values that do not look like CT.
     """
     path = _existing_path(path)
-    with itk_warnings_off():
-        if path.is_dir():
-            image, verified, info = _read_dicom_folder(path, series_uid, on_header)
-        else:
-            image, verified, file_notes = _read_image_file(path, on_header)
-            info = ReadInfo(notes=file_notes)
-    notes = list(info.notes)
-    array = image.array.astype(np.float32, copy=False)
-    fill_note = replace_nonfinite(path, array, verified.nonfinite_mask, fill=fill_nonfinite)
-    notes += [fill_note] if fill_note else []
-    low, high = finite_range(path, array)
-    if low == high:
-        raise InputError(path, f"has the same value ({low:g}) in every voxel; the image is empty")
-    if not allow_non_ct:
-        problem = hounsfield_problem(array)
-        if problem:
-            raise InputError(path, f"{problem}. If this really is CT in HU, run again with --force.")
-    check_spacing(path, image)
-    image, grid_note = rectangular_grid(path, image.with_array(array))
-    notes += [grid_note] if grid_note else []
-    logger.info("Read %s: %s, values %.0f..%.0f", path, describe_grid(image), low, high)
-    for note in notes:
-        logger.info("%s: %s", path, note)
-    return image, ReadInfo(tuple(notes), info.series, info.other_series)
+    with retained_heap():  # the file's buffers and the float32 copy reuse freed pages
+        with itk_warnings_off():
+            if path.is_dir():
+                image, verified, info = _read_dicom_folder(path, series_uid, on_header)
+            else:
+                image, verified, file_notes = _read_image_file(path, on_header)
+                info = ReadInfo(notes=file_notes)
+        notes = list(info.notes)
+        array = image.array.astype(np.float32, copy=False)
+        fill_note = replace_nonfinite(path, array, verified.nonfinite_mask, fill=fill_nonfinite)
+        notes += [fill_note] if fill_note else []
+        low, high = finite_range(path, array)
+        if low == high:
+            raise InputError(path, f"has the same value ({low:g}) in every voxel; the image is empty")
+        if not allow_non_ct:
+            problem = hounsfield_problem(array)
+            if problem:
+                raise InputError(path, f"{problem}. If this really is CT in HU, run again with --force.")
+        check_spacing(path, image)
+        image, grid_note = rectangular_grid(path, image.with_array(array))
+        notes += [grid_note] if grid_note else []
+        logger.info("Read %s: %s, values %.0f..%.0f", path, describe_grid(image), low, high)
+        for note in notes:
+            logger.info("%s: %s", path, note)
+        return image, ReadInfo(tuple(notes), info.series, info.other_series)
 
 
 def read_label_image(path: str | Path) -> Image:

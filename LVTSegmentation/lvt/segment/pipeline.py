@@ -192,11 +192,10 @@ def segment_file(input_path: Path, out_dir: Path, options: SegmentOptions, *,
         loading: list[Future] = []
         checkpoint(progress, cancel, "read", 0, 1, f"reading {input_path}")
         started = time.perf_counter()
-        with retained_heap():
-            ct, read_info = read_image_with_info(
-                input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct,
-                fill_nonfinite=options.fill_nonfinite,
-                on_header=None if loaded else lambda: loading.append(loader.submit(load_predictor, options, progress)))
+        ct, read_info = read_image_with_info(
+            input_path, series_uid=options.series_uid, allow_non_ct=options.allow_non_ct,
+            fill_nonfinite=options.fill_nonfinite,
+            on_header=None if loaded else lambda: loading.append(loader.submit(load_predictor, options, progress)))
         read_seconds = time.perf_counter() - started
         check_cancel(cancel)
         predictor, notes = loaded or loading[0].result()
